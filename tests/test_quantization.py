@@ -1,0 +1,389 @@
+"""Autograder for Exercise 1 (quantization.py).
+
+References are independent of the module: hand-computed vectors, a per-row Python loop, float
+matmul, and a NumPy re-statement of LLM.int8() (``reference_llm_int8`` below).
+Tests marked ``points(0)`` check given code (input validation) and are worth no points.
+"""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from quantization import (QUANTIZATION_FORMATS, QuantizedLinear, QuantizedVector,
+                          int8_matmul_int32, mixed_precision_forward, outlier_columns,
+                          quantize_model)
+
+pytestmark = pytest.mark.ex1_quantization
+
+
+def relative_error(approx, exact):
+    return float((approx - exact).norm() / exact.norm())
+
+
+def reference_llm_int8(x, w, threshold):
+    """LLM.int8() restated in NumPy, from the paper: fp16 outlier columns (|x| >= threshold),
+    absmax int8 per row of x and per column of w for the rest, exact integer products."""
+    x = x.numpy().astype(np.float32)
+    w = w.numpy().astype(np.float32)
+    outliers = (np.abs(x) >= threshold).any(axis=0) if threshold else np.zeros(x.shape[1], bool)
+    fp16_part = (x[:, outliers].astype(np.float16).astype(np.float64)
+                 @ w[outliers].astype(np.float16).astype(np.float64))
+    xr, wr = x[:, ~outliers], w[~outliers]
+    if xr.shape[1] == 0:
+        return torch.from_numpy(fp16_part.astype(np.float32))
+    sx = np.float32(127) / np.maximum(np.abs(xr).max(axis=1, keepdims=True), np.float32(1e-30))
+    sw = np.float32(127) / np.maximum(np.abs(wr).max(axis=0, keepdims=True), np.float32(1e-30))
+    qx = np.clip(np.round(xr * sx), -127, 127).astype(np.int64)
+    qw = np.clip(np.round(wr * sw), -127, 127).astype(np.int64)
+    int8_part = (qx @ qw) / (sx.astype(np.float64) * sw.astype(np.float64))
+    return torch.from_numpy((fp16_part + int8_part).astype(np.float32))
+
+
+def activations_with_outliers(tokens=16, features=64):
+    """Gaussian activations with outlier feature columns of both signs (as in real transformers)."""
+    x = torch.randn(tokens, features)
+    x[:, 3] += 25.0
+    x[::2, 10] -= 30.0
+    x[tokens // 3, 40] = 7.5  # a single outlier value is enough to make column 40 an outlier
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# QuantizedVector: hand-computed cases
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.points(2)
+def test_int8_absmax_rounds_to_nearest():
+    v = torch.tensor([0.5, -0.75, 1.25, -1.5, 2.0])
+    qv = QuantizedVector(v, "int8")
+    expected = torch.tensor([32, -48, 79, -95, 127], dtype=torch.int8)
+    assert qv.get_quantized().dtype == torch.int8, "int8 format must store torch.int8 values"
+    assert torch.equal(qv.get_quantized(), expected), (
+        f"int8 absmax of {v.tolist()}: alpha = 127 / 2.0 = 63.5, q = round(v * alpha) should be "
+        f"{expected.tolist()} (round, not truncate), got {qv.get_quantized().tolist()}")
+    assert float(qv.alpha) == pytest.approx(63.5), f"alpha should be 127 / max|v| = 63.5, got {qv.alpha}"
+
+
+@pytest.mark.points(1)
+def test_int8_dequantize_is_q_over_alpha():
+    v = torch.tensor([0.5, -0.75, 1.25, -1.5, 2.0])
+    restored = QuantizedVector(v, "int8").dequantize()
+    expected = torch.tensor([32, -48, 79, -95, 127], dtype=torch.float32) / 63.5
+    assert restored.dtype == torch.float32 and restored.shape == v.shape
+    torch.testing.assert_close(restored, expected, msg="int8 dequantize must return q / alpha")
+
+
+@pytest.mark.points(1)
+def test_int8_keeps_sign_of_largest_negative_value():
+    qv = QuantizedVector(torch.tensor([-4.0, 1.0, 2.0]), "int8")
+    assert qv.get_quantized().tolist() == [-127, 32, 64], (
+        "for [-4, 1, 2], max|v| = 4 so q = round([-4, 1, 2] * 127 / 4) = [-127, 32, 64]")
+
+
+@pytest.mark.points(1)
+def test_fp16_format():
+    v = torch.tensor([1.0, 0.1, -3.14159, 60000.0])
+    qv = QuantizedVector(v, "fp16")
+    assert qv.get_quantized().dtype == torch.float16, "fp16 format must store torch.float16"
+    restored = qv.dequantize()
+    assert restored.dtype == torch.float32
+    assert restored[1].item() == 0.0999755859375, "0.1 in fp16 is 0.0999755859375"
+    assert torch.equal(restored, v.half().float())
+
+
+@pytest.mark.points(2)
+def test_1bit_signs_and_mean_abs_scale():
+    v = torch.tensor([0.5, -2.0, 0.0, 1.5])
+    qv = QuantizedVector(v, "1bit")
+    assert qv.get_quantized().dtype == torch.int8
+    assert qv.get_quantized().tolist() == [1, -1, -1, 1], (
+        f"1bit of {v.tolist()}: positive -> +1, negative or zero -> -1 (BitNet's Sign)")
+    assert float(qv.alpha) == pytest.approx(1.0), "beta = mean|v| = (0.5 + 2 + 0 + 1.5) / 4 = 1.0"
+    torch.testing.assert_close(qv.dequantize(), torch.tensor([1.0, -1.0, -1.0, 1.0]))
+
+
+@pytest.mark.points(2)
+def test_158bit_absmean_rounds_with_zero_band_of_half_gamma():
+    v = torch.tensor([0.2, -1.0, 0.5, 2.0, -0.1, 0.0])
+    gamma = 3.8 / 6
+    qv = QuantizedVector(v, "1.58bit")
+    assert qv.get_quantized().dtype == torch.int8
+    assert qv.get_quantized().tolist() == [0, -1, 1, 1, 0, 0], (
+        f"1.58bit of {v.tolist()}: gamma = mean|v| = {gamma:.4f}, q = clip(round(v / gamma), -1, 1) "
+        "= [0, -1, 1, 1, 0, 0]; note 0.5 / gamma = 0.79 rounds to 1 (the zero band is |v| < gamma/2)")
+    assert float(qv.alpha) == pytest.approx(gamma)
+    torch.testing.assert_close(qv.dequantize(), gamma * torch.tensor([0.0, -1, 1, 1, 0, 0]))
+
+
+@pytest.mark.points(2)
+@pytest.mark.parametrize("fmt", QUANTIZATION_FORMATS)
+def test_all_zero_vector_dequantizes_to_exact_zeros(fmt):
+    qv = QuantizedVector(torch.zeros(5), fmt)
+    restored = qv.dequantize()
+    assert not torch.isnan(restored).any(), f"{fmt}: an all-zero vector must not give NaN"
+    assert torch.equal(restored, torch.zeros(5)), f"{fmt}: an all-zero vector must come back as zeros"
+    if fmt != "fp16":
+        assert torch.isfinite(torch.as_tensor(qv.alpha)).all(), f"{fmt}: the scale must stay finite"
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("fmt", QUANTIZATION_FORMATS)
+def test_input_is_never_modified(fmt):
+    v = torch.randn(4, 6)
+    before = v.clone()
+    qv = QuantizedVector(v, fmt, dim=None if fmt == "fp16" else 1)
+    qv.dequantize()
+    assert torch.equal(v, before), f"{fmt}: QuantizedVector modified its input"
+    assert qv.original_vector is v or torch.equal(qv.original_vector, before)
+
+
+# ---------------------------------------------------------------------------------------------
+# Vector-wise quantization of a matrix
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.points(2)
+@pytest.mark.parametrize("fmt", ["int8", "1bit", "1.58bit"])
+@pytest.mark.parametrize("dim", [0, 1])
+def test_vectorwise_equals_per_vector_loop(fmt, dim):
+    matrix = torch.randn(5, 7) * torch.logspace(-2, 1, 7)  # columns of very different ranges
+    matrix[2] = 0.0  # an all-zero row
+    together = QuantizedVector(matrix, fmt, dim=dim)
+    vectors = matrix.unbind(dim=1 - dim)  # dim=1: each row is a vector; dim=0: each column
+    expected_q = torch.stack([QuantizedVector(vec, fmt).get_quantized() for vec in vectors], dim=1 - dim)
+    expected_scale = torch.stack([torch.as_tensor(QuantizedVector(vec, fmt).alpha) for vec in vectors])
+    assert torch.equal(together.get_quantized(), expected_q), (
+        f"{fmt}, dim={dim}: quantizing the (5, 7) matrix vector-wise must equal quantizing each "
+        f"{'row' if dim == 1 else 'column'} on its own")
+    scale_shape = (5, 1) if dim == 1 else (1, 7)
+    assert tuple(together.alpha.shape) == scale_shape, (
+        f"dim={dim}: expected one scale per {'row' if dim == 1 else 'column'}, shape {scale_shape}")
+    torch.testing.assert_close(together.alpha.flatten(), expected_scale)
+    assert not torch.isnan(together.dequantize()).any()
+
+
+@pytest.mark.points(1)
+def test_vectorwise_int8_uses_one_scale_per_row_not_per_tensor():
+    matrix = torch.tensor([[0.001, -0.002, 0.0005], [100.0, -50.0, 25.0]])
+    restored = QuantizedVector(matrix, "int8", dim=1).dequantize()
+    small_row_error = relative_error(restored[0], matrix[0])
+    assert small_row_error < 0.01, (
+        "with dim=1 each row gets its own scale: the row [0.001, -0.002, 0.0005] must survive "
+        f"next to [100, -50, 25]; relative error {small_row_error:.3f}")
+
+
+# ---------------------------------------------------------------------------------------------
+# memory_bytes
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.points(1)
+def test_memory_bytes_per_format():
+    v = torch.randn(100)
+    assert QuantizedVector(v, "int8").memory_bytes() == 100 + 4
+    assert QuantizedVector(v, "fp16").memory_bytes() == 200
+    assert QuantizedVector(v, "1bit").memory_bytes() == 13 + 4  # ceil(100 / 8) + scale
+    assert QuantizedVector(v, "1.58bit").memory_bytes() == 20 + 4  # ceil(100 * log2(3) / 8) + scale
+    assert QuantizedVector(v.reshape(10, 10), "int8", dim=1).memory_bytes() == 100 + 10 * 4
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input (given validation code: worth no points, but it must keep working)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.points(0)
+@pytest.mark.parametrize("bad, error, words", [
+    (torch.tensor([1, 2, 3]), TypeError, "floating-point"),
+    ([1.0, 2.0], TypeError, "torch.Tensor"),
+    (torch.tensor([]), ValueError, "empty"),
+    (torch.tensor([1.0, float("nan")]), ValueError, "NaN"),
+    (torch.tensor([1.0, float("inf")]), ValueError, "inf"),
+])
+def test_bad_vectors_are_rejected_clearly(bad, error, words):
+    with pytest.raises(error, match=words):
+        QuantizedVector(bad, "int8")
+
+
+@pytest.mark.points(0)
+def test_unknown_format_names_the_allowed_ones():
+    with pytest.raises(ValueError, match=r"int8.*fp16.*1bit.*1\.58bit"):
+        QuantizedVector(torch.ones(3), "int4")
+
+
+@pytest.mark.points(0)
+def test_bad_dim_and_fp16_overflow_are_rejected():
+    with pytest.raises(ValueError, match="dim"):
+        QuantizedVector(torch.ones(3, 3), "int8", dim=2)
+    with pytest.raises(ValueError, match="65504"):
+        QuantizedVector(torch.tensor([1e5]), "fp16")
+
+
+# ---------------------------------------------------------------------------------------------
+# LLM.int8(): mixed_precision_forward
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.points(1)
+def test_int8_matmul_accumulates_in_int32_without_wrap_around():
+    a = torch.full((2, 64), 127, dtype=torch.int8)
+    b = torch.full((64, 3), -127, dtype=torch.int8)
+    result = int8_matmul_int32(a, b)
+    assert result.dtype == torch.int32
+    assert torch.equal(result, torch.full((2, 3), -127 * 127 * 64, dtype=torch.int32))
+
+
+@pytest.mark.points(0)
+def test_int8_matmul_fallback_is_exact(monkeypatch):
+    """Given helper: without torch._int_mm (old torch, odd CUDA shapes) the float64 path is used."""
+    import quantization
+    monkeypatch.setattr(quantization, "_int_mm_supported", lambda a, b: False)
+    a = torch.randint(-127, 128, (5, 300), dtype=torch.int8)
+    b = torch.randint(-127, 128, (300, 7), dtype=torch.int8)
+    expected = a.to(torch.int64) @ b.to(torch.int64)
+    result = int8_matmul_int32(a, b)
+    assert result.dtype == torch.int32 and torch.equal(result.to(torch.int64), expected)
+
+
+@pytest.mark.points(2)
+def test_outlier_columns_use_greater_or_equal():
+    x = torch.tensor([[0.1, 6.0, -0.2, 5.99],
+                      [0.3, 0.0, -6.0, 0.00]])
+    found = outlier_columns(x, 6.0)
+    assert found.dtype == torch.bool
+    assert found.tolist() == [False, True, True, False], (
+        f"threshold 6.0 on columns with max |x| = [0.3, 6.0, 6.0, 5.99]: a column is an outlier "
+        f"when any |x| >= 6.0 (>=, both signs), expected [False, True, True, False], got {found.tolist()}")
+    assert not outlier_columns(x, None).any() and not outlier_columns(x, 0).any(), (
+        "threshold None or 0 disables the decomposition: no outlier columns")
+
+
+@pytest.mark.points(3)
+@pytest.mark.parametrize("threshold", [1.0, 3.0, 6.0, 20.0, None, 0])
+def test_mixed_precision_matches_llm_int8_reference(threshold):
+    x = activations_with_outliers()
+    w = torch.randn(64, 32) * 0.1
+    out = mixed_precision_forward(x, w, threshold=threshold)
+    assert out.dtype == torch.float32 and out.shape == (16, 32)
+    reference = reference_llm_int8(x, w, threshold)
+    error = relative_error(out, reference)
+    assert error < 1e-5, (
+        f"threshold={threshold}: your result differs from LLM.int8() (fp16 outlier columns with "
+        f"|x| >= threshold, int8 absmax per row of x and per column of W, int32 accumulation) by "
+        f"a relative error of {error:.2e}")
+
+
+@pytest.mark.points(2)
+def test_mixed_precision_is_close_to_float_matmul():
+    x = activations_with_outliers()
+    w = torch.randn(64, 32) * 0.1
+    error = relative_error(mixed_precision_forward(x, w), x @ w)
+    assert error < 0.01, f"relative error to the float32 matmul is {error:.4f}; LLM.int8() gives < 1%"
+
+
+@pytest.mark.points(2)
+def test_outlier_decomposition_beats_plain_int8():
+    x = torch.randn(32, 64) * 0.5
+    x[:, 7] = 60.0  # one systematic outlier feature, as in large transformers
+    w = torch.randn(64, 16)
+    exact = x @ w
+    with_decomposition = relative_error(mixed_precision_forward(x, w, threshold=6.0), exact)
+    plain_int8 = relative_error(mixed_precision_forward(x, w, threshold=None), exact)
+    assert with_decomposition * 5 < plain_int8, (
+        f"an outlier column of 60 squeezes every other value of its row into a few int8 levels: "
+        f"plain int8 error {plain_int8:.4f} should be far larger than with the fp16 outlier "
+        f"path ({with_decomposition:.4f})")
+
+
+@pytest.mark.points(1)
+def test_value_exactly_at_threshold_goes_to_fp16():
+    x = torch.full((4, 8), 0.01)
+    x[:, 2] = 6.0
+    w = torch.randn(8, 5)
+    error = relative_error(mixed_precision_forward(x, w, threshold=6.0), x @ w)
+    assert error < 1e-3, (
+        "a column whose |x| equals the threshold (6.0) is an outlier (>=): computed in fp16, the "
+        f"small values of the other columns survive; relative error {error:.4f}")
+
+
+@pytest.mark.points(1)
+def test_per_row_scales_protect_small_rows():
+    x = torch.randn(2, 64)
+    x[0] *= 1e-3
+    w = torch.randn(64, 8)
+    out = mixed_precision_forward(x, w, threshold=None)
+    error = relative_error(out[0], (x @ w)[0])
+    assert error < 0.02, (
+        f"row 0 is 1000x smaller than row 1: with one int8 scale per row it keeps its precision "
+        f"(a single per-tensor scale would zero it); relative error on row 0 is {error:.3f}")
+
+
+@pytest.mark.points(2)
+def test_3d_input_and_edge_cases():
+    w = torch.randn(64, 32) * 0.1
+    x3 = activations_with_outliers(tokens=10).reshape(2, 5, 64)
+    out3 = mixed_precision_forward(x3, w)
+    assert out3.shape == (2, 5, 32), "a (batch, seq, in) input gives (batch, seq, out)"
+    torch.testing.assert_close(out3.reshape(10, 32), reference_llm_int8(x3.reshape(10, 64), w, 6.0))
+
+    single = activations_with_outliers(tokens=1)
+    torch.testing.assert_close(mixed_precision_forward(single, w), reference_llm_int8(single, w, 6.0))
+
+    empty = mixed_precision_forward(torch.empty(0, 64), w)
+    assert empty.shape == (0, 32), "zero tokens give an empty (0, out) result"
+
+    x = torch.randn(3, 64)
+    x[1] = 0.0
+    out = mixed_precision_forward(x, w)
+    assert torch.equal(out[1], torch.zeros(32)), "an all-zero input row gives an all-zero output row"
+
+    all_outliers = mixed_precision_forward(x, w, threshold=1e-6)
+    torch.testing.assert_close(all_outliers, x.half().float() @ w.half().float(),
+                               msg="when every column is an outlier, everything goes through fp16")
+
+
+@pytest.mark.points(0)
+def test_mixed_precision_rejects_bad_input():
+    x, w = torch.randn(4, 8), torch.randn(8, 3)
+    with pytest.raises(ValueError, match="weight.T"):
+        mixed_precision_forward(x, torch.randn(3, 8))
+    with pytest.raises(TypeError, match="floating-point"):
+        mixed_precision_forward(x.to(torch.int32), w)
+    with pytest.raises(ValueError, match="threshold"):
+        mixed_precision_forward(x, w, threshold=-1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Your code inside a model: QuantizedLinear and quantize_model (given code, on your functions)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("fmt, tolerance", [("int8", 0.01), ("fp16", 1e-3), ("1.58bit", 0.7), ("1bit", 0.9)])
+def test_quantized_linear_approximates_linear(fmt, tolerance):
+    linear = nn.Linear(64, 32)
+    x = activations_with_outliers(tokens=6).reshape(2, 3, 64)
+    layer = QuantizedLinear(linear, fmt)
+    with torch.no_grad():
+        error = relative_error(layer(x), linear(x))
+    assert layer(x).shape == (2, 3, 32)
+    assert error < tolerance, f"QuantizedLinear({fmt}) relative error {error:.3f} >= {tolerance}"
+    if fmt == "int8":
+        assert layer.last_outlier_count == 3, "columns 3, 10 and 40 hold the outliers"
+
+
+@pytest.mark.points(2)
+def test_quantize_model_on_bert(tiny_bert):
+    input_ids = torch.randint(0, tiny_bert.config.vocab_size, (2, 12))
+    with torch.no_grad():
+        reference = tiny_bert(input_ids=input_ids).logits
+    float_bytes = sum(t.numel() * t.element_size()
+                      for t in [*tiny_bert.parameters(), *tiny_bert.buffers()])
+    float_linears = [m for m in tiny_bert.modules() if isinstance(m, nn.Linear)]
+    decoder = tiny_bert.cls.predictions.decoder  # tied to the word embedding: stays float
+    to_quantize = [m for m in float_linears if m is not decoder]
+    # int8 saves 3 of the 4 bytes of every weight and adds one float32 scale per output feature.
+    expected_bytes = float_bytes - sum(3 * m.weight.numel() - 4 * m.out_features for m in to_quantize)
+
+    model, size = quantize_model(tiny_bert, "int8")
+    quantized = [m for m in model.modules() if isinstance(m, QuantizedLinear)]
+    assert len(quantized) == len(to_quantize), "every Linear but the tied MLM decoder is quantized"
+    assert size == expected_bytes, f"int8 BERT should need {expected_bytes} bytes, got {size}"
+    with torch.no_grad():
+        error = relative_error(model(input_ids=input_ids).logits, reference)
+    assert error < 0.05, f"int8 BERT logits differ from float32 by a relative error of {error:.3f}"
