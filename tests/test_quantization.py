@@ -220,8 +220,9 @@ def test_bad_dim_and_fp16_overflow_are_rejected():
 # LLM.int8(): mixed_precision_forward
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.points(1)
+@pytest.mark.points(0)
 def test_int8_matmul_accumulates_in_int32_without_wrap_around():
+    """Given helper (worth no points): int8 x int8 must not wrap around in int8."""
     a = torch.full((2, 64), 127, dtype=torch.int8)
     b = torch.full((64, 3), -127, dtype=torch.int8)
     result = int8_matmul_int32(a, b)

@@ -1,0 +1,91 @@
+"""Write the student release of the lab into a folder.
+
+    python tools/release.py OUT_DIR [--force]
+
+- Every ``# BEGIN SOLUTION Exercise N.M: task`` ... ``# END SOLUTION`` block of the Python files
+  becomes ``raise NotImplementedError("Exercise N.M: task")``; docstrings and hints stay.
+- The notebook loses its outputs and the instructor's written answers.
+- Instructor-only files (``INSTRUCTOR_ONLY``: hidden tests, grading tools, CI) are left out.
+- It refuses to write into a non-empty folder unless ``--force`` is given, so no student or
+  instructor work is ever overwritten by accident.
+"""
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import nbformat
+
+from solution_markers import MarkerError, strip_notebook, strip_python_solutions
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+INSTRUCTOR_ONLY = (
+    ".git", ".ci", "tests/hidden", "tests/instructor",
+    "tools/release.py", "tools/grade.py", "tools/autograde_plugin.py", "tools/solution_markers.py",
+)
+NEVER_COPIED = ("__pycache__", ".pytest_cache", ".ipynb_checkpoints", "outputs", "release", "grades",
+                ".venv", "*.egg-info")
+
+
+def release_files(root=PROJECT_ROOT):
+    """Paths (relative to ``root``) that go into the student release, sorted."""
+    files = []
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        parts = relative.parts
+        if not path.is_file() or any(p in NEVER_COPIED or p.endswith(".egg-info") for p in parts):
+            continue
+        if any(relative.as_posix() == x or relative.as_posix().startswith(x + "/")
+               for x in INSTRUCTOR_ONLY):
+            continue
+        files.append(relative)
+    return files
+
+
+def write_release(out_dir, root=PROJECT_ROOT, force=False):
+    """Write the student release of ``root`` into ``out_dir``; return the list of stubbed tasks."""
+    out_dir = Path(out_dir).resolve()
+    root = root.resolve()
+    if out_dir == root or out_dir in root.parents or (
+            root in out_dir.parents and out_dir.relative_to(root).parts[0] not in NEVER_COPIED):
+        raise SystemExit(f"refusing to write the release to {out_dir}: it overlaps the instructor "
+                         f"tree {root} (use a folder outside it, or {root / 'release'})")
+    if out_dir.exists() and any(out_dir.iterdir()) and not force:
+        raise SystemExit(f"{out_dir} is not empty; refusing to overwrite it (use --force to write "
+                         "into it anyway: files of the release are replaced, others are kept)")
+    tasks = []
+    for relative in release_files(root):
+        source, target = root / relative, out_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if relative.suffix == ".py":
+            stubbed, file_tasks = strip_python_solutions(source.read_text(), str(relative))
+            compile(stubbed, str(relative), "exec")  # a stub that does not parse is a bug here
+            target.write_text(stubbed)
+            tasks += file_tasks
+        elif relative.suffix == ".ipynb":
+            notebook = strip_notebook(nbformat.read(source, as_version=4), str(relative))
+            nbformat.write(notebook, target)
+        else:
+            shutil.copy2(source, target)
+    return tasks
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1].strip(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out_dir", type=Path, help="folder to write the student release into")
+    parser.add_argument("--force", action="store_true",
+                        help="write into a non-empty folder (replacing the release's files)")
+    args = parser.parse_args(argv)
+    try:
+        tasks = write_release(args.out_dir, force=args.force)
+    except MarkerError as error:
+        raise SystemExit(f"malformed solution block: {error}")
+    print(f"Student release written to {args.out_dir}: {len(tasks)} stubbed tasks")
+    for task in tasks:
+        print(f"  {task}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
