@@ -499,23 +499,22 @@ class QuantizedLinear(nn.Module):
         return out.reshape(*leading, self.out_features).to(x.dtype)
 
     def _llm_int8(self, x):
-        """Same decomposition as ``mixed_precision_forward``, with the weight quantized once."""
-        out = torch.zeros(x.shape[0], self.out_features, device=x.device)
+        """Same decomposition as ``mixed_precision_forward``, with the weight quantized once.
+
+        Instead of cutting the outlier columns out of ``x`` (and the matching rows out of the
+        int8 weight, a copy at every call), they are set to zero for the int8 product: they then
+        add nothing to it and do not count in the row scales. They are added back in fp16.
+        """
         if x.shape[0] == 0:
-            return out
+            return torch.zeros(0, self.out_features, device=x.device)
         is_outlier = outlier_columns(x, self.threshold)
         self.last_outlier_count = int(is_outlier.sum())
-        if is_outlier.any():
+        x_q = QuantizedVector(x.masked_fill(is_outlier, 0.0), "int8", dim=1)
+        accumulated = int8_matmul_int32(x_q.quantized_vector, self.weight_quantized.T)
+        out = accumulated.to(torch.float32).div_(x_q.alpha).div_(self.weight_scale)
+        if self.last_outlier_count:
             w_rows = absmax_dequantize(self.weight_quantized.T[is_outlier], self.weight_scale)
             out += fp16_matmul(x[:, is_outlier], w_rows)
-        if not is_outlier.all():
-            regular = ~is_outlier
-            x_q = QuantizedVector(x[:, regular], "int8", dim=1)
-            w_q = self.weight_quantized.T  # (in, out) view of column-major storage
-            if is_outlier.any():
-                w_q = w_q[regular]
-            accumulated = int8_matmul_int32(x_q.quantized_vector, w_q)
-            out += accumulated.to(torch.float32) / (x_q.alpha * self.weight_scale)
         return out
 
     def extra_repr(self):
