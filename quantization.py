@@ -325,8 +325,13 @@ def fp16_matmul(a, b):
     multiplied in float32: the same rounding of the inputs, at float32 speed.
 
     Args:
-        a: float (m, k). b: float (k, n).
+        a: float (m, k). b: float (k, n). Magnitudes above 65504 (``FP16_MAX``) would become inf
+            in fp16 and raise a ``ValueError`` instead.
     """
+    for name, operand in (("a", a), ("b", b)):
+        if operand.numel() and float(operand.abs().max()) > FP16_MAX:
+            raise ValueError(f"fp16_matmul: operand {name} holds |values| up to "
+                             f"{float(operand.abs().max()):g}, beyond fp16's {FP16_MAX:g}")
     if a.device.type == "cuda":
         return (a.to(torch.float16) @ b.to(torch.float16)).to(torch.float32)
     return a.to(torch.float16).to(torch.float32) @ b.to(torch.float16).to(torch.float32)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from quantization import (QUANTIZATION_FORMATS, QuantizedLinear, QuantizedVector,
-                          int8_matmul_int32, mixed_precision_forward, outlier_columns,
+                          fp16_matmul, int8_matmul_int32, mixed_precision_forward, outlier_columns,
                           quantize_model)
 
 pytestmark = pytest.mark.ex1_quantization
@@ -348,6 +348,9 @@ def test_mixed_precision_rejects_bad_input():
         mixed_precision_forward(x.to(torch.int32), w)
     with pytest.raises(ValueError, match="threshold"):
         mixed_precision_forward(x, w, threshold=-1.0)
+    x[0, 0] = 1e6  # an outlier beyond fp16's range would silently become inf
+    with pytest.raises(ValueError, match="65504"):
+        fp16_matmul(x[:, :1], w[:1])
 
 
 # ---------------------------------------------------------------------------------------------
