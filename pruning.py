@@ -120,10 +120,11 @@ def magnitude_mask(weight, fraction):
         bool tensor of ``weight``'s shape, ``False`` at exactly ``number_to_prune(fraction,
         weight.numel())`` positions: those of the smallest ``|w|``.
     """
-    # Hint: flatten |weight|, find the indices of the k smallest with torch.topk(..., largest=False),
-    # and set those positions of an all-True mask to False (a flat view of the mask helps).
+    # Hint: k = number_to_prune(fraction, weight.numel()). Flatten |weight| (detach it first), find
+    # the indices of the k smallest with torch.topk(..., k, largest=False), and set those
+    # positions of an all-True mask to False (index a flat view of the mask: mask.view(-1)).
     # BEGIN SOLUTION Exercise 2.1: mask the smallest-|w| fraction of one weight tensor
-    mask = torch.ones_like(weight, dtype=torch.bool)
+    mask = torch.ones(weight.shape, dtype=torch.bool, device=weight.device)
     count = number_to_prune(fraction, weight.numel())
     smallest = torch.topk(weight.detach().abs().flatten(), k=count, largest=False).indices
     mask.view(-1)[smallest] = False
@@ -206,13 +207,14 @@ def row_norm_mask(weight, fraction):
         bool tensor of ``weight``'s shape whose rows are all ``True`` or all ``False``, with
         ``number_to_prune(fraction, out_features)`` rows ``False``: those of smallest L2 norm.
     """
-    # Hint: the L2 norm of each row is torch.linalg.vector_norm over every dim but 0.
-    # Keep the (rows - k) largest norms (torch.topk), like torch does.
+    # Hint: k = number_to_prune(fraction, rows). The L2 norm of each row is
+    # torch.linalg.vector_norm of the weight reshaped to (rows, -1), along dim 1. Like torch,
+    # pick the (rows - k) largest norms with torch.topk and set those rows of an all-False mask.
     # BEGIN SOLUTION Exercise 2.3: mask the rows of smallest L2 norm
     rows = weight.shape[0]
     row_norms = torch.linalg.vector_norm(weight.detach().reshape(rows, -1), ord=2, dim=1)
     keep = torch.topk(row_norms, k=rows - number_to_prune(fraction, rows), largest=True).indices
-    mask = torch.zeros_like(weight, dtype=torch.bool)
+    mask = torch.zeros(weight.shape, dtype=torch.bool, device=weight.device)
     mask[keep] = True
     return mask
     # END SOLUTION
@@ -353,6 +355,7 @@ def shrink_linear(linear, keep, dim):
     """
     if dim not in (0, 1):
         raise ValueError(f"dim must be 0 (output rows) or 1 (input columns), got {dim!r}")
+    keep = torch.as_tensor(keep, dtype=torch.long, device=linear.weight.device)
     # Hint: Tensor.index_select(dim, keep) picks the kept rows or columns; wrap the result in a
     # new nn.Parameter, and fix out_features or in_features to the new size.
     # BEGIN SOLUTION Exercise 2.5: keep the given rows or columns of a Linear layer
@@ -468,6 +471,8 @@ def prune_bert_ffn_neurons(model, fraction):
                          f"only describe one")
     size = sizes.pop()
     count = number_to_prune(fraction, size)
+    if count >= size:
+        raise ValueError(f"fraction {fraction:g} would remove all {size} feed-forward neurons of each layer")
     for layer in layers:
         removed = lowest_indices(ffn_neuron_importance(layer), count)
         keep = complement(removed, size)
@@ -501,8 +506,13 @@ def prune_bert_heads(model, fraction):
     """
     fraction = _check_bert_fraction(fraction)
     pruned = {int(layer): set(heads) for layer, heads in (getattr(model.config, "pruned_heads", None) or {}).items()}
-    for index, layer in enumerate(bert_layers(model)):
-        attention = layer.attention
+    attentions = [layer.attention for layer in bert_layers(model)]
+    head_counts = [attention.self.num_attention_heads for attention in attentions]
+    emptied = [heads for heads in head_counts if number_to_prune(fraction, heads) >= heads]
+    if emptied:
+        raise ValueError(f"fraction {fraction:g} would remove every head of a layer with "
+                         f"{emptied[0]} heads; at least one must stay")
+    for index, attention in enumerate(attentions):
         original_heads = [h for h in range(model.config.num_attention_heads) if h not in pruned.get(index, set())]
         scores = attention_head_importance(attention)
         removed = lowest_indices(scores, number_to_prune(fraction, len(scores))).tolist()
