@@ -173,6 +173,10 @@ def apply_weight_pruning(model, layer_type, pruning_percentage, scope="local"):
         ``model``, whose pruned weights are exact zeros in plain dense tensors. The model is
         no smaller and no faster: see ``size_report``.
 
+    Note: in a ``BertForMaskedLM`` the MLM decoder is an ``nn.Linear`` whose weight *is* the
+    word-embedding matrix (tied), so pruning every ``nn.Linear`` prunes the embeddings too; pass
+    ``model.bert.encoder`` to prune the encoder's layers only.
+
     Raises:
         ValueError: ``pruning_percentage`` outside [0, 1], ``scope`` unknown, or no module of
             ``layer_type`` in ``model``.
