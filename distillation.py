@@ -1,0 +1,466 @@
+"""Exercise 3 "Wax On, Wax Off.": knowledge distillation.
+
+A small *student* network learns to imitate a large *teacher*. Besides the true labels, it is
+trained to reproduce the teacher's whole output distribution, softened by a temperature T: the
+small probabilities the teacher gives to wrong classes ("a 7 looks a bit like a 1") carry much of
+what it knows (Hinton, Vinyals & Dean, 2015, "Distilling the Knowledge in a Neural Network").
+DistilBERT (Sanh et al., 2019) applies this to BERT: a student of the same width with half the
+layers, initialised from the teacher's own layers, trained on the teacher's masked-LM outputs.
+
+Read top to bottom:
+
+    compute_distillation_loss   Exercise 3.1   the soft-target loss T**2 * KL(teacher || student)
+    distillation_step           Exercise 3.2   one student update on alpha * KD + (1 - alpha) * CE
+    distill_model               given          the training loop around it (checks, epochs, progress)
+    evenly_spaced_layers        Exercise 3.3   which teacher layers a shallower student keeps
+    make_bert_student           Exercise 3.4   a shallower BERT initialised from the teacher
+
+Conventions: logits are float tensors of shape ``(N, C)`` (one prediction per example) or
+``(B, L, C)`` (one per token); C is the number of classes or the vocabulary size. Labels are
+integer class indices of shape ``logits.shape[:-1]``; -100 marks a position without a label
+(the PyTorch and Hugging Face convention).
+"""
+import copy
+import math
+import numbers
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+IGNORE_INDEX = -100
+"""Label value of positions that do not count in the cross-entropy (padding, unmasked tokens)."""
+
+
+# --------------------------------------------------------------------------------------------
+# The distillation loss
+# --------------------------------------------------------------------------------------------
+
+def compute_distillation_loss(student_logits, teacher_logits, temperature, mask=None, reverse=False):
+    """Hinton's soft-target loss: ``T**2 * KL(softmax(teacher / T) || softmax(student / T))``.
+
+    Args:
+        student_logits: float tensor ``(N, C)`` or ``(B, L, C)`` (any ``(..., C)``) of raw scores,
+            before softmax. Gradients flow into it.
+        teacher_logits: float tensor of the same shape, on the same device. It is a fixed
+            target: no gradient ever flows into it, even when it requires grad.
+        temperature: T > 0. T = 1 is the plain softmax; T > 1 softens both distributions, so the
+            student also learns from the small probabilities the teacher gives wrong classes.
+        mask: optional bool tensor of shape ``logits.shape[:-1]`` (e.g. ``(B, L)``), on the same
+            device: True marks a position that counts (a real token, not padding). At least one
+            position must count.
+        reverse: False (default): the forward KL(teacher || student) of Hinton et al.
+            True: the reverse KL(student || teacher) (mode-seeking, as in MiniLLM, Gu et al. 2024).
+
+    Returns:
+        A scalar float32 tensor: the KL divergence, summed over the C classes, averaged over every
+        counted position, times ``T**2``. For ``(N, C)`` logits that is the mean over the N rows
+        (``kl_div(..., reduction="batchmean")``); for ``(B, L, C)`` it is the mean over the
+        B * L tokens, not over the B sequences.
+
+    Why ``T**2``: the gradient of the softened KL with respect to the student's logits scales as
+    ``1 / T**2``; multiplying by ``T**2`` keeps the soft-target term's weight roughly independent
+    of T, so that it can be mixed with the hard-label cross-entropy (Hinton et al., section 2).
+
+    Raises:
+        TypeError: logits that are not floating-point tensors, a mask that is not a bool tensor.
+        ValueError: T <= 0; logits of different shapes or with fewer than 2 dimensions; a mask of
+            the wrong shape, or one that selects nothing.
+    """
+    _check_distillation_inputs(student_logits, teacher_logits, temperature, mask)
+    # Hints: compute log-probabilities with F.log_softmax(logits / T, dim=-1), never
+    # log(softmax(...)), which gives log(0) = -inf for logits ~1e4. KL(p || q) at one position
+    # is sum_c p_c * (log p_c - log q_c). Detach the teacher's logits.
+    # BEGIN SOLUTION Exercise 3.1: T**2 * KL(teacher || student) of the T-softened distributions, averaged over the counted positions
+    log_p_teacher = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
+    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_p, log_q = (log_p_student, log_p_teacher) if reverse else (log_p_teacher, log_p_student)
+    kl_per_position = (log_p.exp() * (log_p - log_q)).sum(dim=-1)  # shape logits.shape[:-1]
+    if mask is not None:
+        kl_per_position = kl_per_position[mask]
+    return kl_per_position.mean() * temperature**2
+    # END SOLUTION
+
+
+def cross_entropy_loss(logits, labels):
+    """Mean cross-entropy of ``logits`` against hard ``labels`` over the labelled positions.
+
+    Args:
+        logits: float tensor ``(..., C)``.
+        labels: integer tensor of shape ``logits.shape[:-1]``; positions labelled -100 do not count.
+
+    Returns:
+        A scalar float32 tensor. When no position carries a label it is 0 (and still
+        differentiable), not the NaN that ``F.cross_entropy`` gives for an empty mean.
+    """
+    logits, labels = logits.flatten(0, -2).float(), labels.flatten()
+    if not (labels != IGNORE_INDEX).any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+
+
+# --------------------------------------------------------------------------------------------
+# Training the student
+# --------------------------------------------------------------------------------------------
+
+def distillation_step(teacher_model, student_model, inputs, labels, kd_mask, optimizer,
+                      temperature, alpha):
+    """One update of the student on ``alpha * KD + (1 - alpha) * CE`` for one batch.
+
+    KD is ``compute_distillation_loss(student_logits, teacher_logits, T, mask=kd_mask)``;
+    CE is ``cross_entropy_loss(student_logits, labels)``. alpha weighs the distillation term, as
+    in Hinton et al.: alpha = 1 learns from the teacher alone, alpha = 0 from the labels alone.
+
+    Args:
+        teacher_model: the frozen teacher, already in eval mode. Run it without building a graph.
+        student_model: the student, in train mode; ``optimizer`` updates its parameters.
+        inputs: what both models take, on the student's device: a tensor (plain modules) or a
+            dict of tensors (Hugging Face models). ``model_logits(model, inputs)`` runs either.
+        labels: integer tensor of shape ``logits.shape[:-1]``; -100 marks positions without a label.
+        kd_mask: bool tensor of shape ``logits.shape[:-1]`` (True on real tokens), or None (all count).
+        optimizer: a torch optimizer over the student's parameters.
+        temperature: T > 0 of the distillation term.
+        alpha: weight of the distillation term, in [0, 1].
+
+    Returns:
+        The batch's loss before the update, as a Python float.
+    """
+    # Hints: teacher logits under torch.no_grad(); student logits with gradients; the two losses
+    # above, weighted; then optimizer.zero_grad(), loss.backward(), optimizer.step().
+    # BEGIN SOLUTION Exercise 3.2: one student update on alpha * distillation loss + (1 - alpha) * cross-entropy
+    with torch.no_grad():
+        teacher_logits = model_logits(teacher_model, inputs)
+    student_logits = model_logits(student_model, inputs)
+    loss_kd = compute_distillation_loss(student_logits, teacher_logits, temperature, mask=kd_mask)
+    loss_ce = cross_entropy_loss(student_logits, labels)
+    loss = alpha * loss_kd + (1 - alpha) * loss_ce
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+    # END SOLUTION
+
+
+def distill_model(teacher_model, student_model, train_data, temperature, alpha, num_epochs,
+                  learning_rate, *, progress=True, device=None):
+    """Train ``student_model`` to imitate ``teacher_model`` (Hinton et al., 2015).
+
+    Every batch, the student takes one Adam step on ``alpha * KD + (1 - alpha) * CE``
+    (see ``distillation_step``): alpha weighs the distillation term, ``1 - alpha`` the labels.
+
+    Args:
+        teacher_model: any ``nn.Module`` returning logits (a tensor, or an output with ``.logits``
+            such as a Hugging Face ``BertForMaskedLM``). Frozen: it runs in eval mode under
+            ``torch.no_grad()`` and its parameters and buffers are never changed. It stays on its
+            own device (its inputs are copied there and its logits back). Its training flag is
+            restored on return.
+        student_model: a module with the same output shape as the teacher. Trained in train mode
+            with Adam on its parameters that require grad; returned in eval mode.
+        train_data: a re-iterable of batches (a ``DataLoader`` or a list, not a generator), each
+            either ``(inputs, labels)`` (plain modules: ``model(inputs)``, logits ``(N, C)``,
+            labels ``(N,)``), or a dict with ``input_ids``, ``attention_mask``, ``labels`` and any
+            other model inputs (Hugging Face: ``model(**inputs)`` without the labels, logits
+            ``(B, L, C)``, labels ``(B, L)`` with -100 on ignored positions).
+            CE counts only labelled positions. KD counts every real token (attention_mask == 1,
+            as in DistilBERT), labelled or not, and never padding; without an attention mask,
+            every position.
+        temperature: T > 0 of the distillation term.
+        alpha: weight of the distillation term, in [0, 1].
+        num_epochs: number of passes over ``train_data``, >= 1.
+        learning_rate: Adam's learning rate, > 0.
+        progress: show a tqdm progress bar per epoch. The epoch's loss is printed either way.
+        device: where to train the student (it is moved there); None keeps its current device.
+            Batches are moved to the student's device.
+
+    Returns:
+        ``(student_model, epoch_losses)``: the trained student (the same object) and a list of
+        ``num_epochs`` floats, each the mean over the epoch's batches of the batch loss.
+
+    Raises:
+        TypeError: models that are not modules, batches of another form, a one-shot iterator.
+        ValueError: alpha outside [0, 1], T <= 0, num_epochs < 1, learning_rate <= 0, an empty
+            ``train_data``, teacher and student with different output shapes, labels of the wrong
+            shape. All of these are checked before any training (running the first batch through
+            both models once, in eval mode and without gradients).
+        FloatingPointError: the loss became NaN or infinite (lower the learning rate).
+    """
+    _check_hyperparameters(temperature, alpha, num_epochs, learning_rate)
+    for name, model in (("teacher_model", teacher_model), ("student_model", student_model)):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
+    if device is not None:
+        student_model.to(device)
+    device = _device_of(student_model, "student_model")
+    first_batch = _first_batch(train_data)
+    optimizer = torch.optim.Adam(_trainable_parameters(student_model), lr=learning_rate)
+
+    teacher_was_training = teacher_model.training
+    teacher_model.eval()
+    try:
+        _check_outputs_match(teacher_model, student_model, *_unpack_batch(first_batch, device)[:2])
+        epoch_losses = []
+        for epoch in range(num_epochs):
+            student_model.train()
+            batch_losses = []
+            batches = tqdm(train_data, desc=f"Distillation epoch {epoch + 1}/{num_epochs}",
+                           disable=not progress, leave=False)
+            for batch in batches:
+                inputs, labels, kd_mask = _unpack_batch(batch, device)
+                loss = distillation_step(teacher_model, student_model, inputs, labels, kd_mask,
+                                         optimizer, temperature, alpha)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"the loss became {loss} at epoch {epoch + 1}, batch {len(batch_losses) + 1}; "
+                        f"try a smaller learning_rate (got {learning_rate})")
+                batch_losses.append(loss)
+                batches.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            epoch_losses.append(sum(batch_losses) / len(batch_losses))
+            tqdm.write(f"Epoch {epoch + 1}/{num_epochs}: loss {epoch_losses[-1]:.4f}")
+    finally:
+        teacher_model.train(teacher_was_training)
+    student_model.eval()
+    return student_model, epoch_losses
+
+
+def model_logits(model, inputs):
+    """Run ``model`` on ``inputs`` and return its logits, on the device the inputs came on.
+
+    Args:
+        model: a module returning a tensor, or an output object with ``.logits`` (Hugging Face).
+        inputs: a tensor (called as ``model(inputs)``) or a dict of tensors (``model(**inputs)``).
+            They are copied to the model's device first when it differs.
+    """
+    model_device = _device_of(model, "model")
+    if isinstance(inputs, Mapping):
+        inputs_device = next(iter(inputs.values())).device
+        output = model(**{key: value.to(model_device) for key, value in inputs.items()})
+    else:
+        inputs_device = inputs.device
+        output = model(inputs.to(model_device))
+    logits = output if isinstance(output, torch.Tensor) else getattr(output, "logits", None)
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"{type(model).__name__} returned {type(output).__name__}: expected a "
+                        "logits tensor or an output with a .logits tensor")
+    return logits.to(inputs_device)
+
+
+# --------------------------------------------------------------------------------------------
+# A shallower BERT student (DistilBERT's recipe)
+# --------------------------------------------------------------------------------------------
+
+def evenly_spaced_layers(num_teacher_layers, num_student_layers):
+    """Indices of the teacher layers that a student with fewer layers keeps, evenly spaced.
+
+    Student layer i copies teacher layer ``round(i * (L - 1) / (k - 1))`` (halves round up) for a
+    teacher of L layers and a student of k layers, so the first and the last layer are always kept;
+    a 1-layer student keeps layer 0. For 12 -> 6 this is ``[0, 2, 4, 7, 9, 11]``, DistilBERT's own
+    choice ("taking one layer out of two"); 4 -> 2 gives ``[0, 3]``; L -> L gives every layer.
+
+    Args:
+        num_teacher_layers: L >= 1.
+        num_student_layers: k with 1 <= k <= L.
+
+    Returns:
+        A strictly increasing list of k ints in ``[0, L)``.
+    """
+    _check_layer_counts(num_teacher_layers, num_student_layers)
+    # BEGIN SOLUTION Exercise 3.3: the k evenly spaced teacher layer indices (first and last kept; k = 1 keeps layer 0)
+    if num_student_layers == 1:
+        return [0]
+    spans, gaps = num_teacher_layers - 1, num_student_layers - 1
+    # floor(i * spans / gaps + 1/2) in exact integer arithmetic: halves round up, no float error.
+    return [(2 * i * spans + gaps) // (2 * gaps) for i in range(num_student_layers)]
+    # END SOLUTION
+
+
+def make_bert_student(teacher, num_layers=None):
+    """A new, shallower ``BertForMaskedLM`` initialised from ``teacher`` (Sanh et al., 2019).
+
+    The student has the teacher's configuration (same width, heads, vocabulary) except its depth,
+    ``num_layers`` encoder layers. Its embeddings and masked-LM head are copies of the teacher's,
+    and its layer i is a copy of teacher layer ``evenly_spaced_layers(L, num_layers)[i]``.
+
+    Args:
+        teacher: a full-precision ``transformers.BertForMaskedLM`` with L encoder layers. Unchanged.
+        num_layers: the student's depth, 1 <= num_layers <= L. None: ``ceil(L / 2)`` (every other
+            layer; 6 of BERT-base's 12, as in DistilBERT).
+
+    Returns:
+        The student, in eval mode, on the teacher's device and dtype. Its tensors are copies: it
+        shares no storage with the teacher (within the student, the decoder weight stays tied to
+        the word embeddings when the configuration ties them, as in the teacher).
+    """
+    from transformers import BertForMaskedLM
+
+    if not isinstance(teacher, BertForMaskedLM):
+        raise TypeError(f"teacher must be a transformers BertForMaskedLM, got {type(teacher).__name__}")
+    num_teacher_layers = teacher.config.num_hidden_layers
+    if num_layers is None:
+        num_layers = (num_teacher_layers + 1) // 2
+    layer_ids = evenly_spaced_layers(num_teacher_layers, num_layers)
+    student = _new_bert_like(teacher, num_layers)  # random weights, all overwritten below
+    # Hints: student.bert.embeddings, student.bert.encoder.layer[i] and student.cls are modules
+    # like the teacher's; module.load_state_dict(other.state_dict()) copies values (no sharing).
+    # BEGIN SOLUTION Exercise 3.4: copy the teacher's embeddings, masked-LM head and chosen layers into the student
+    student.bert.embeddings.load_state_dict(teacher.bert.embeddings.state_dict())
+    for student_layer, teacher_index in zip(student.bert.encoder.layer, layer_ids):
+        student_layer.load_state_dict(teacher.bert.encoder.layer[teacher_index].state_dict())
+    student.cls.load_state_dict(teacher.cls.state_dict())
+    # END SOLUTION
+    return student.eval()
+
+
+def _new_bert_like(teacher, num_layers):
+    """A randomly initialised BertForMaskedLM with the teacher's config but ``num_layers`` layers.
+
+    On the teacher's device and dtype. The global torch RNG is left as it was.
+    """
+    from transformers import BertForMaskedLM
+
+    config = copy.deepcopy(teacher.config)
+    config.num_hidden_layers = num_layers
+    with torch.random.fork_rng(devices=[]):
+        student = BertForMaskedLM(config)
+    reference = next(teacher.parameters())
+    return student.to(device=reference.device, dtype=reference.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Checks and batch plumbing (given)
+# --------------------------------------------------------------------------------------------
+
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_temperature(temperature):
+    if not (_is_real(temperature) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0 (1 = plain softmax, "
+                         f"larger = softer), got {temperature!r}")
+
+
+def _check_distillation_inputs(student_logits, teacher_logits, temperature, mask):
+    _check_temperature(temperature)
+    for name, logits in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
+        if not (isinstance(logits, torch.Tensor) and logits.is_floating_point()):
+            raise TypeError(f"{name} must be a floating-point tensor, got "
+                            f"{getattr(logits, 'dtype', type(logits).__name__)}")
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student_logits {tuple(student_logits.shape)} and teacher_logits "
+                         f"{tuple(teacher_logits.shape)} must have the same shape")
+    if student_logits.dim() < 2:
+        raise ValueError(f"logits must be (N, C) or (B, L, C), got shape {tuple(student_logits.shape)}")
+    if student_logits.device != teacher_logits.device:
+        raise ValueError(f"student_logits are on {student_logits.device} but teacher_logits on "
+                         f"{teacher_logits.device}")
+    if mask is None:
+        return
+    positions = tuple(student_logits.shape[:-1])
+    if not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool):
+        raise TypeError(f"mask must be a bool tensor of shape {positions} (True = counts), got "
+                        f"{getattr(mask, 'dtype', type(mask).__name__)}; e.g. attention_mask == 1")
+    if tuple(mask.shape) != positions:
+        raise ValueError(f"mask has shape {tuple(mask.shape)}; it must have the logits' shape "
+                         f"without the class dimension, {positions}")
+    if mask.device != student_logits.device:
+        raise ValueError(f"mask is on {mask.device} but the logits are on {student_logits.device}")
+    if not mask.any():
+        raise ValueError("mask selects no position: at least one position must count")
+
+
+def _check_hyperparameters(temperature, alpha, num_epochs, learning_rate):
+    _check_temperature(temperature)
+    if not (_is_real(alpha) and 0 <= alpha <= 1):
+        raise ValueError(f"alpha weighs the distillation term and must be in [0, 1] "
+                         f"(1 = teacher only, 0 = labels only), got {alpha!r}")
+    if not (isinstance(num_epochs, numbers.Integral) and not isinstance(num_epochs, bool)
+            and num_epochs >= 1):
+        raise ValueError(f"num_epochs must be an integer >= 1, got {num_epochs!r}")
+    if not (_is_real(learning_rate) and math.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
+
+
+def _check_layer_counts(num_teacher_layers, num_student_layers):
+    for name, value in (("num_teacher_layers", num_teacher_layers),
+                        ("num_student_layers", num_student_layers)):
+        if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if num_student_layers > num_teacher_layers:
+        raise ValueError(f"the student cannot have more layers ({num_student_layers}) than the "
+                         f"teacher ({num_teacher_layers})")
+
+
+def _device_of(model, name):
+    parameter = next(model.parameters(), None)
+    if parameter is None:
+        raise ValueError(f"{name} ({type(model).__name__}) has no parameters")
+    return parameter.device
+
+
+def _trainable_parameters(student_model):
+    parameters = [p for p in student_model.parameters() if p.requires_grad]
+    if not parameters:
+        raise ValueError("student_model has no parameter that requires grad: nothing to train")
+    return parameters
+
+
+def _first_batch(train_data):
+    """The first batch of ``train_data``; a clear error when it is empty or not re-iterable."""
+    try:
+        iterator = iter(train_data)
+    except TypeError:
+        raise TypeError(f"train_data must be an iterable of batches (a DataLoader or a list), "
+                        f"got {type(train_data).__name__}") from None
+    if iterator is train_data:
+        raise TypeError("train_data is a one-shot iterator (e.g. a generator): it would be empty "
+                        "after the first epoch; pass a DataLoader or a list of batches")
+    try:
+        return next(iterator)
+    except StopIteration:
+        raise ValueError("train_data is empty: it yielded no batch") from None
+
+
+def _unpack_batch(batch, device):
+    """``(inputs, labels, kd_mask)`` of one batch, moved to ``device``.
+
+    ``(inputs, labels)`` -> ``(inputs, labels, None)``. A dict -> every entry but ``labels`` as
+    the model inputs, its ``labels``, and ``attention_mask == 1`` as the distillation mask
+    (None without an attention mask).
+    """
+    if isinstance(batch, Mapping):
+        if "labels" not in batch:
+            raise ValueError(f"a dict batch needs 'labels' (-100 = ignored), got keys {sorted(batch)}")
+        for key, value in batch.items():
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"batch[{key!r}] must be a tensor, got {type(value).__name__}")
+        inputs = {key: value.to(device) for key, value in batch.items() if key != "labels"}
+        kd_mask = inputs["attention_mask"] == 1 if "attention_mask" in inputs else None
+        return inputs, batch["labels"].to(device), kd_mask
+    if (isinstance(batch, (tuple, list)) and len(batch) == 2
+            and all(isinstance(part, torch.Tensor) for part in batch)):
+        inputs, labels = batch
+        return inputs.to(device), labels.to(device), None
+    raise TypeError("each batch must be a pair of tensors (inputs, labels) or a dict with "
+                    f"'input_ids', 'attention_mask' and 'labels', got {type(batch).__name__}")
+
+
+def _check_outputs_match(teacher_model, student_model, inputs, labels):
+    """Run one batch through both models (eval mode, no grad) and compare the output shapes."""
+    student_was_training = student_model.training
+    student_model.eval()
+    try:
+        with torch.no_grad():
+            teacher_logits = model_logits(teacher_model, inputs)
+            student_logits = model_logits(student_model, inputs)
+    finally:
+        student_model.train(student_was_training)
+    if teacher_logits.shape != student_logits.shape:
+        raise ValueError(f"teacher and student outputs differ in shape on the first batch: teacher "
+                         f"{tuple(teacher_logits.shape)}, student {tuple(student_logits.shape)}; "
+                         "distillation needs the same classes (or vocabulary) in the same order")
+    if labels.shape != student_logits.shape[:-1]:
+        raise ValueError(f"labels have shape {tuple(labels.shape)} but the logits "
+                         f"{tuple(student_logits.shape)}: labels must have the logits' shape "
+                         "without the class dimension")

@@ -1,0 +1,586 @@
+"""Graded tests for Exercise 3, distillation.py (run with: pytest -m ex3_distillation).
+
+Every expected value comes from an independent reference written here: closed-form two-class
+cases, the definition KL(p || q) = sum_c p_c (log p_c - log q_c) in float64, the analytic gradient
+T * (q - p) / N, and training loops written out by hand.
+Tests marked ``points(0)`` (at the end) check given code (input validation, batch plumbing) and
+are worth no points.
+"""
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distillation import (compute_distillation_loss, cross_entropy_loss, distill_model,
+                          evenly_spaced_layers, make_bert_student, model_logits)
+
+pytestmark = pytest.mark.ex3_distillation
+
+NUM_FEATURES, NUM_CLASSES = 8, 4
+
+
+# --------------------------------------------------------------------------------------------
+# Independent references
+# --------------------------------------------------------------------------------------------
+
+def log_softmax_by_hand(logits, temperature):
+    scaled = logits / temperature
+    return scaled - torch.logsumexp(scaled, dim=-1, keepdim=True)
+
+
+def kl_by_definition(p_logits, q_logits, temperature):
+    """KL(p || q) at every position: sum_c p_c (log p_c - log q_c), p and q softened by T."""
+    log_p = log_softmax_by_hand(p_logits, temperature)
+    log_q = log_softmax_by_hand(q_logits, temperature)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=-1)
+
+
+def random_logits(*shape, scale=3.0):
+    return torch.randn(*shape) * scale
+
+
+def assert_close(actual, expected, what, rtol=1e-5, atol=1e-6):
+    actual, expected = float(actual), float(expected)
+    assert math.isclose(actual, expected, rel_tol=rtol, abs_tol=atol), (
+        f"{what}: expected {expected:.6f}, got {actual:.6f}")
+
+
+# --------------------------------------------------------------------------------------------
+# Exercise 3.1: compute_distillation_loss
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_loss_two_classes_closed_form(temperature):
+    student = torch.tensor([[0.0, 0.0]])
+    teacher = torch.tensor([[math.log(3.0), 0.0]])
+    # teacher softened: p = (3^(1/T), 1) / (3^(1/T) + 1); student: q = (1/2, 1/2)
+    p_first = 3 ** (1 / temperature) / (3 ** (1 / temperature) + 1)
+    kl = sum(p * math.log(p / 0.5) for p in (p_first, 1 - p_first))
+    expected = temperature**2 * kl
+    loss = compute_distillation_loss(student, teacher, temperature)
+    assert loss.dim() == 0, f"the loss must be a scalar tensor, got shape {tuple(loss.shape)}"
+    assert_close(loss, expected,
+                 f"student logits [[0, 0]], teacher logits [[ln 3, 0]], T={temperature}: "
+                 f"T**2 * KL(teacher || student)")
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("temperature", [1.0, 5.0])
+def test_loss_2d_is_batchmean_kl_times_t_squared(temperature):
+    student, teacher = random_logits(6, 5), random_logits(6, 5)
+    expected = kl_by_definition(teacher.double(), student.double(), temperature).mean() * temperature**2
+    library = F.kl_div(F.log_softmax(student.double() / temperature, -1),
+                       F.softmax(teacher.double() / temperature, -1),
+                       reduction="batchmean") * temperature**2
+    assert_close(library, expected, "the two references agree")  # guards the test itself
+    loss = compute_distillation_loss(student, teacher, temperature)
+    assert_close(loss, expected,
+                 f"(6, 5) logits, T={temperature}: T**2 * sum over classes of KL, mean over the 6 rows "
+                 f"(kl_div batchmean; reduction='mean' would also divide by the 5 classes)")
+
+
+@pytest.mark.points(1)
+def test_loss_3d_is_mean_per_token():
+    temperature = 2.0
+    student, teacher = random_logits(2, 3, 5), random_logits(2, 3, 5)
+    expected = kl_by_definition(teacher.double(), student.double(), temperature).mean() * temperature**2
+    loss = compute_distillation_loss(student, teacher, temperature)
+    assert_close(loss, expected,
+                 "(B=2, L=3, C=5) logits, T=2: mean over the 6 tokens (batchmean would divide by B=2 "
+                 "only, giving 3x the expected value)")
+
+
+@pytest.mark.points(1)
+def test_loss_mask_counts_only_selected_positions():
+    temperature = 2.0
+    student, teacher = random_logits(2, 4, 5), random_logits(2, 4, 5)
+    mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    per_token = kl_by_definition(teacher.double(), student.double(), temperature)
+    expected = per_token[mask].mean() * temperature**2  # 4 tokens, not the mean of 2 sequence means
+    loss = compute_distillation_loss(student, teacher, temperature, mask=mask)
+    assert_close(loss, expected,
+                 f"(2, 4, 5) logits, T=2, mask {mask.int().tolist()}: mean over the 4 selected tokens")
+    student_junk, teacher_junk = student.clone(), teacher.clone()
+    student_junk[~mask] = 100.0 * torch.randn(int((~mask).sum()), 5)
+    teacher_junk[~mask] = -100.0 * torch.randn(int((~mask).sum()), 5)
+    loss_junk = compute_distillation_loss(student_junk, teacher_junk, temperature, mask=mask)
+    assert_close(loss_junk, expected, "changing the logits at masked-out positions must not change the loss")
+
+
+@pytest.mark.points(1)
+def test_loss_reverse_is_kl_student_to_teacher():
+    temperature = 2.0
+    student, teacher = random_logits(3, 4, 6), random_logits(3, 4, 6)
+    expected = kl_by_definition(student.double(), teacher.double(), temperature).mean() * temperature**2
+    loss = compute_distillation_loss(student, teacher, temperature, reverse=True)
+    assert_close(loss, expected, "reverse=True, (3, 4, 6) logits, T=2: T**2 * KL(student || teacher) per token")
+    forward = kl_by_definition(teacher.double(), student.double(), temperature).mean() * temperature**2
+    assert_close(compute_distillation_loss(student, teacher, temperature), forward,
+                 "reverse=False (default): T**2 * KL(teacher || student)")
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("temperature", [1.0, 3.0])
+def test_loss_is_stable_for_large_logits(temperature):
+    student, teacher = random_logits(4, 7, scale=1e4), random_logits(4, 7, scale=1e4)
+    expected = kl_by_definition(teacher.double(), student.double(), temperature).mean() * temperature**2
+    loss = compute_distillation_loss(student, teacher, temperature)
+    assert torch.isfinite(loss), (f"logits ~1e4, T={temperature}: the loss must be finite, got {loss.item()} "
+                                  "(use log_softmax, not log(softmax))")
+    assert_close(loss, expected, f"logits ~1e4, T={temperature}", rtol=1e-4)
+
+
+@pytest.mark.points(2)
+def test_loss_gradient_reaches_the_student_only():
+    temperature, num_rows = 3.0, 4
+    student = random_logits(num_rows, 5).requires_grad_()
+    teacher = random_logits(num_rows, 5).requires_grad_()  # e.g. logits from a model with grads on
+    compute_distillation_loss(student, teacher, temperature).backward()
+    assert teacher.grad is None, "no gradient may flow into the teacher's logits (detach them)"
+    # d/ds of T**2 * mean_n KL(p_n || q_n), q = softmax(s / T): T * (q - p) / N
+    p = torch.softmax(teacher.detach().double() / temperature, -1)
+    q = torch.softmax(student.detach().double() / temperature, -1)
+    expected = temperature * (q - p) / num_rows
+    assert student.grad is not None, "the loss must be differentiable with respect to the student's logits"
+    assert torch.allclose(student.grad.double(), expected, atol=1e-6), (
+        f"(4, 5) logits, T=3: gradient w.r.t. the student's logits should be T * (q - p) / N; "
+        f"expected {expected[0].tolist()} in row 0, got {student.grad[0].tolist()}")
+
+
+# --------------------------------------------------------------------------------------------
+# Exercise 3.2: distill_model on plain modules
+# --------------------------------------------------------------------------------------------
+
+def make_teacher():
+    """A teacher whose train mode would show: BatchNorm updates its statistics, dropout randomises.
+
+    Returned in train mode, as a freshly built module is: distill_model must freeze it itself.
+    """
+    torch.manual_seed(1)
+    teacher = nn.Sequential(nn.Linear(NUM_FEATURES, 32), nn.BatchNorm1d(32), nn.ReLU(),
+                            nn.Dropout(0.5), nn.Linear(32, NUM_CLASSES))
+    with torch.no_grad():
+        teacher[-1].weight.mul_(4.0)  # confident teacher: distributions far from uniform
+    return teacher
+
+
+def make_student():
+    torch.manual_seed(2)
+    return nn.Sequential(nn.Linear(NUM_FEATURES, 16), nn.ReLU(), nn.Linear(16, NUM_CLASSES))
+
+
+def make_batches(num_batches=4, batch_size=16):
+    generator = torch.Generator().manual_seed(3)
+    rule = torch.randn(NUM_FEATURES, NUM_CLASSES, generator=generator)
+    batches = []
+    for _ in range(num_batches):
+        inputs = torch.randn(batch_size, NUM_FEATURES, generator=generator)
+        batches.append((inputs, (inputs @ rule).argmax(dim=1)))
+    return batches
+
+
+def reference_training(teacher, student, batches, temperature, alpha, num_epochs, learning_rate):
+    """Distillation written out by hand on copies: Adam on alpha * KD + (1 - alpha) * CE."""
+    teacher, student = copy.deepcopy(teacher).eval(), copy.deepcopy(student).train()
+    optimizer = torch.optim.Adam(student.parameters(), lr=learning_rate)
+    epoch_losses = []
+    for _ in range(num_epochs):
+        batch_losses = []
+        for inputs, labels in batches:
+            with torch.no_grad():
+                teacher_logits = teacher(inputs)
+            student_logits = student(inputs)
+            loss = torch.zeros(())
+            if alpha > 0:
+                kd = kl_by_definition(teacher_logits, student_logits, temperature).mean() * temperature**2
+                loss = loss + alpha * kd
+            if alpha < 1:
+                loss = loss + (1 - alpha) * F.cross_entropy(student_logits, labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            batch_losses.append(loss.item())
+        epoch_losses.append(sum(batch_losses) / len(batch_losses))
+    return student, epoch_losses
+
+
+def state_copy(model):
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+def changed_entries(model, before):
+    return [name for name, tensor in model.state_dict().items() if not torch.equal(tensor, before[name])]
+
+
+def assert_same_weights(actual, expected, what, atol=1e-5):
+    for (name, a), b in zip(actual.state_dict().items(), expected.state_dict().values()):
+        assert torch.allclose(a, b, atol=atol), (
+            f"{what}: student weight {name} differs from the reference by up to {(a - b).abs().max():.2e}")
+
+
+def assert_same_losses(actual, expected, what):
+    assert len(actual) == len(expected), f"{what}: expected {len(expected)} epoch losses, got {len(actual)}"
+    for epoch, (a, b) in enumerate(zip(actual, expected), start=1):
+        assert_close(a, b, f"{what}: mean loss of epoch {epoch}", rtol=1e-4)
+
+
+@pytest.mark.points(1)
+def test_distill_model_lowers_the_loss_and_trains_the_student():
+    teacher, student, batches = make_teacher(), make_student(), make_batches()
+    before = state_copy(student)
+    student.eval()  # distill_model must switch it to train mode itself
+    modes = []  # the student's training flag at every forward that builds a graph
+    student.register_forward_hook(
+        lambda module, args, output: modes.append(module.training) if torch.is_grad_enabled() else None)
+    returned, losses = distill_model(teacher, student, batches, temperature=2.0, alpha=0.5,
+                                     num_epochs=4, learning_rate=1e-2, progress=False)
+    assert returned is student, "distill_model must return the student it trained"
+    assert len(losses) == 4 and all(math.isfinite(x) for x in losses), (
+        f"expected 4 finite epoch losses, got {losses}")
+    assert losses[-1] < losses[0], f"4 epochs at lr=1e-2 should lower the loss, got {losses}"
+    assert changed_entries(student, before), "the student's weights did not change"
+    assert modes and all(modes), "the student must be trained in train mode"
+    assert not student.training, "distill_model returns the student in eval mode, ready to evaluate"
+
+
+@pytest.mark.points(2)
+def test_distill_model_keeps_the_teacher_frozen():
+    teacher, student, batches = make_teacher(), make_student(), make_batches()
+    assert teacher.training
+    before = state_copy(teacher)
+    seen = []  # (training, grad enabled) at every teacher forward
+    teacher.register_forward_hook(lambda module, args, output: seen.append(
+        (module.training, torch.is_grad_enabled())))
+    distill_model(teacher, student, batches, temperature=2.0, alpha=0.5, num_epochs=2,
+                  learning_rate=1e-2, progress=False)
+    assert seen, "the teacher was never run"
+    assert not any(training for training, _ in seen), (
+        "the teacher must run in eval mode (its dropout and BatchNorm would otherwise change its outputs "
+        "and its statistics)")
+    assert not any(grad for _, grad in seen), "the teacher must run under torch.no_grad()"
+    changed = changed_entries(teacher, before)
+    assert not changed, f"the teacher's parameters and buffers must not change; changed: {changed}"
+    assert all(p.grad is None for p in teacher.parameters()), "no gradient may reach the teacher's parameters"
+    assert teacher.training, "distill_model must restore the teacher's training flag when it returns"
+
+
+@pytest.mark.points(2)
+def test_alpha_zero_is_plain_cross_entropy_training():
+    teacher, student, batches = make_teacher(), make_student(), make_batches()
+    expected_student, expected_losses = reference_training(
+        teacher, student, batches, temperature=2.0, alpha=0.0, num_epochs=2, learning_rate=1e-2)
+    _, losses = distill_model(teacher, student, batches, temperature=2.0, alpha=0.0, num_epochs=2,
+                              learning_rate=1e-2, progress=False)
+    what = "alpha=0 (labels only) should equal plain cross-entropy training with Adam, step for step"
+    assert_same_losses(losses, expected_losses, what)
+    assert_same_weights(student, expected_student, what)
+
+
+@pytest.mark.points(2)
+def test_alpha_one_learns_from_the_teacher_only():
+    teacher, student, batches = make_teacher(), make_student(), make_batches()
+    inputs = torch.cat([x for x, _ in batches])
+    frozen = copy.deepcopy(teacher).eval()
+
+    def kl_to_teacher(model):
+        with torch.no_grad():
+            return kl_by_definition(frozen(inputs), model.eval()(inputs), 1.0).mean().item()
+
+    kl_before = kl_to_teacher(copy.deepcopy(student))
+    other_labels = [(x, torch.randint(0, NUM_CLASSES, y.shape)) for x, y in batches]
+    twin = copy.deepcopy(student)
+    distill_model(teacher, student, batches, temperature=2.0, alpha=1.0, num_epochs=5,
+                  learning_rate=1e-2, progress=False)
+    kl_after = kl_to_teacher(student)
+    assert kl_after < 0.8 * kl_before, (
+        f"alpha=1: KL(teacher || student) over the data should fall, got {kl_before:.4f} -> {kl_after:.4f}")
+    distill_model(teacher, twin, other_labels, temperature=2.0, alpha=1.0, num_epochs=5,
+                  learning_rate=1e-2, progress=False)
+    assert_same_weights(twin, student, "alpha=1 weighs the distillation term only: the labels must not matter")
+
+
+@pytest.mark.points(2)
+def test_mixed_alpha_matches_a_hand_written_loop():
+    teacher, student, batches = make_teacher(), make_student(), make_batches()
+    expected_student, expected_losses = reference_training(
+        teacher, student, batches, temperature=2.0, alpha=0.3, num_epochs=2, learning_rate=1e-2)
+    _, losses = distill_model(teacher, student, batches, temperature=2.0, alpha=0.3, num_epochs=2,
+                              learning_rate=1e-2, progress=False)
+    what = "alpha=0.3, T=2: loss = 0.3 * T**2 * KL(teacher || student) + 0.7 * cross-entropy"
+    assert_same_losses(losses, expected_losses, what)
+    assert_same_weights(student, expected_student, what)
+
+
+# --------------------------------------------------------------------------------------------
+# Exercise 3.2 on Hugging Face models with dict batches
+# --------------------------------------------------------------------------------------------
+
+VOCAB = 1000
+NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+def tiny_bert(seed, num_layers):
+    from evaluation import random_bert
+    return random_bert(seed=seed, vocab_size=VOCAB, num_hidden_layers=num_layers, **NO_DROPOUT)
+
+
+def masked_lm_batch():
+    """Two sequences of 8 tokens, the second padded after 5; 4 positions carry a label."""
+    input_ids = torch.randint(5, VOCAB, (2, 8))
+    attention_mask = torch.ones(2, 8, dtype=torch.long)
+    attention_mask[1, 5:] = 0
+    input_ids[1, 5:] = 0  # [PAD]
+    labels = torch.full((2, 8), -100)
+    for row, col in [(0, 1), (0, 6), (1, 2), (1, 4)]:
+        labels[row, col] = input_ids[row, col]
+        input_ids[row, col] = 3  # a stand-in [MASK] id
+    return dict(input_ids=input_ids, attention_mask=attention_mask,
+                token_type_ids=torch.zeros(2, 8, dtype=torch.long), labels=labels)
+
+
+@pytest.mark.points(2)
+def test_distill_bert_with_dict_batches():
+    teacher, student = tiny_bert(seed=0, num_layers=2), tiny_bert(seed=1, num_layers=1)
+    with torch.no_grad():  # a confident teacher: a random BERT's outputs are nearly uniform
+        teacher.cls.predictions.transform.LayerNorm.weight.mul_(10.0)
+    batch = masked_lm_batch()
+    temperature, alpha = 1.5, 0.7
+    model_inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        teacher_logits = teacher(**model_inputs).logits
+        student_logits = student(**model_inputs).logits
+    real = batch["attention_mask"] == 1
+    kd = kl_by_definition(teacher_logits.double(), student_logits.double(), temperature)[real].mean()
+    ce = F.cross_entropy(student_logits.reshape(-1, VOCAB), batch["labels"].reshape(-1), ignore_index=-100)
+    expected_first = alpha * kd * temperature**2 + (1 - alpha) * ce
+    teacher_before, student_before = state_copy(teacher), state_copy(student)
+
+    _, losses = distill_model(teacher, student, [batch], temperature, alpha, num_epochs=3,
+                              learning_rate=1e-3, progress=False)
+
+    assert_close(losses[0], expected_first,
+                 "tiny BERT, one batch with padding, T=1.5: first loss = 0.7 * T**2 * KL averaged over the "
+                 "13 real tokens (attention_mask == 1, labelled or not; padding excluded) "
+                 "+ 0.3 * cross-entropy over the 4 labelled tokens",
+                 rtol=1e-4)
+    assert losses[-1] < losses[0], f"3 steps on one batch should lower its loss, got {losses}"
+    changed = changed_entries(teacher, teacher_before)
+    assert not changed, f"the BERT teacher must not change; changed: {changed[:3]}"
+    assert changed_entries(student, student_before), "the BERT student's weights did not change"
+
+
+# --------------------------------------------------------------------------------------------
+# Exercises 3.3 and 3.4: a shallower BERT student
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("teacher_layers, student_layers, expected", [
+    (12, 6, [0, 2, 4, 7, 9, 11]),  # DistilBERT's choice for BERT-base
+    (12, 4, [0, 4, 7, 11]),
+    (24, 6, [0, 5, 9, 14, 18, 23]),
+    (6, 4, [0, 2, 3, 5]),
+    (4, 2, [0, 3]),
+    (3, 2, [0, 2]),
+    (5, 5, [0, 1, 2, 3, 4]),
+    (2, 1, [0]),
+])
+def test_evenly_spaced_layers(teacher_layers, student_layers, expected):
+    assert evenly_spaced_layers(teacher_layers, student_layers) == expected, (
+        f"evenly_spaced_layers({teacher_layers}, {student_layers}) should be {expected}")
+
+
+def layer_mapped_name(name, layer_ids):
+    """The teacher's name of a student state_dict entry: student layer i is teacher layer layer_ids[i]."""
+    prefix = "bert.encoder.layer."
+    if not name.startswith(prefix):
+        return name
+    index, rest = name[len(prefix):].split(".", 1)
+    return f"{prefix}{layer_ids[int(index)]}.{rest}"
+
+
+@pytest.mark.points(2)
+def test_make_bert_student_copies_the_chosen_layers():
+    teacher = tiny_bert(seed=0, num_layers=4)
+    student = make_bert_student(teacher, num_layers=2)
+    assert student.config.num_hidden_layers == 2 and len(student.bert.encoder.layer) == 2, (
+        "a 2-layer student of a 4-layer teacher needs 2 encoder layers")
+    assert student.config.hidden_size == teacher.config.hidden_size, "the student keeps the teacher's width"
+    teacher_state = teacher.state_dict()
+    for name, tensor in student.state_dict().items():
+        source = layer_mapped_name(name, [0, 3])
+        assert torch.equal(tensor, teacher_state[source]), (
+            f"student {name} should be a copy of the teacher's {source} (layers [0, 3] of 4)")
+
+    reference = copy.deepcopy(teacher)  # the same network built by cutting layers 1 and 2 out
+    reference.bert.encoder.layer = nn.ModuleList([reference.bert.encoder.layer[i] for i in (0, 3)])
+    batch = masked_lm_batch()
+    model_inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        expected, actual = reference(**model_inputs).logits, student(**model_inputs).logits
+    assert torch.allclose(actual, expected, atol=1e-5), (
+        "the student's logits should equal the teacher's with encoder layers 1 and 2 removed")
+
+
+@pytest.mark.points(1)
+def test_make_bert_student_default_is_an_independent_half_depth_copy():
+    teacher = tiny_bert(seed=0, num_layers=4)
+    teacher_before = state_copy(teacher)
+    student = make_bert_student(teacher)
+    assert student.config.num_hidden_layers == 2, "by default the student keeps every other layer (4 -> 2)"
+    assert not student.training, "the student is returned in eval mode"
+    teacher_storage = {p.data_ptr() for p in teacher.state_dict().values()}
+    shared = [n for n, p in student.state_dict().items() if p.data_ptr() in teacher_storage]
+    assert not shared, f"the student must own copies, but shares storage with the teacher: {shared[:3]}"
+    assert student.cls.predictions.decoder.weight is student.bert.embeddings.word_embeddings.weight, (
+        "within the student, the decoder weight stays tied to the word embeddings, as in the teacher")
+    with torch.no_grad():
+        for parameter in student.parameters():
+            parameter.add_(1.0)
+    assert not changed_entries(teacher, teacher_before), "changing the student must not change the teacher"
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input and plumbing (given code: worth no points, but it must keep working). Every check
+# fires before any training: the models are compared before and after the rejected call.
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.points(0)
+@pytest.mark.parametrize("temperature", [0, -1.0, float("nan"), float("inf"), "2", True])
+def test_loss_rejects_bad_temperature(temperature):
+    with pytest.raises(ValueError, match="temperature"):
+        compute_distillation_loss(random_logits(2, 3), random_logits(2, 3), temperature)
+
+
+@pytest.mark.points(0)
+@pytest.mark.parametrize("student, teacher, error, message", [
+    (random_logits(2, 3), random_logits(2, 4), ValueError, "same shape"),
+    (random_logits(3), random_logits(3), ValueError, r"\(N, C\) or \(B, L, C\)"),
+    (torch.ones(2, 3, dtype=torch.long), random_logits(2, 3), TypeError, "floating-point"),
+    ([[0.0, 1.0]], random_logits(1, 2), TypeError, "floating-point"),
+])
+def test_loss_rejects_bad_random_logits(student, teacher, error, message):
+    with pytest.raises(error, match=message):
+        compute_distillation_loss(student, teacher, 2.0)
+
+
+@pytest.mark.points(0)
+@pytest.mark.parametrize("mask, error, message", [
+    (torch.ones(2, 4, dtype=torch.bool), ValueError, r"shape \(2, 4\).*\(2, 3\)"),
+    (torch.ones(2, 3, 5, dtype=torch.bool), ValueError, "shape"),
+    (torch.ones(2, 3, dtype=torch.long), TypeError, "bool"),
+    (torch.zeros(2, 3, dtype=torch.bool), ValueError, "selects no position"),
+])
+def test_loss_rejects_bad_mask(mask, error, message):
+    with pytest.raises(error, match=message):
+        compute_distillation_loss(random_logits(2, 3, 5), random_logits(2, 3, 5), 2.0, mask=mask)
+
+
+@pytest.mark.points(0)
+def test_cross_entropy_without_labels_is_zero_not_nan():
+    scores = random_logits(2, 3, 5).requires_grad_()
+    loss = cross_entropy_loss(scores, torch.full((2, 3), -100))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.all(scores.grad == 0)
+
+
+class _NoLogits(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return {"scores": self.linear(x)}
+
+
+@pytest.mark.points(0)
+def test_model_logits_reads_hugging_face_outputs_and_plain_tensors():
+    class WithLogits(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(3, 2)
+
+        def forward(self, input_ids):
+            return type("Output", (), {"logits": self.linear(input_ids)})()
+
+    model, x = WithLogits(), torch.randn(4, 3)
+    assert torch.equal(model_logits(model, {"input_ids": x}), model.linear(x))
+    assert torch.equal(model_logits(model.linear, x), model.linear(x))
+    with pytest.raises(TypeError, match="logits"):
+        model_logits(_NoLogits(), x)
+
+
+GOOD = dict(temperature=2.0, alpha=0.5, num_epochs=1, learning_rate=1e-2)
+
+
+@pytest.mark.points(0)
+@pytest.mark.parametrize("override, message", [
+    (dict(alpha=-0.1), "alpha"), (dict(alpha=1.5), "alpha"), (dict(alpha=float("nan")), "alpha"),
+    (dict(temperature=0.0), "temperature"), (dict(temperature=-2.0), "temperature"),
+    (dict(num_epochs=0), "num_epochs"), (dict(num_epochs=1.5), "num_epochs"),
+    (dict(learning_rate=0.0), "learning_rate"), (dict(learning_rate=-1e-3), "learning_rate"),
+])
+def test_distill_model_rejects_bad_hyperparameters_before_training(override, message):
+    teacher, student, batches = make_teacher(), make_student(), make_batches(num_batches=2)
+    teacher_before, student_before = state_copy(teacher), state_copy(student)
+    with pytest.raises(ValueError, match=message):
+        distill_model(teacher, student, batches, **{**GOOD, **override}, progress=False)
+    assert not changed_entries(teacher, teacher_before) and not changed_entries(student, student_before)
+    assert teacher.training, "the teacher's training flag must be left as it was"
+
+
+@pytest.mark.points(0)
+@pytest.mark.parametrize("case, error, message", [
+    ("empty", ValueError, "empty"),
+    ("generator", TypeError, "one-shot"),
+    ("output size", ValueError, "teacher.*student"),
+    ("labels shape", ValueError, "labels"),
+    ("batch form", TypeError, "pair of tensors"),
+    ("dict without labels", ValueError, "labels"),
+])
+def test_distill_model_rejects_bad_data_before_training(case, error, message):
+    teacher, student, batches = make_teacher(), make_student(), make_batches(num_batches=2)
+    if case == "output size":
+        student = nn.Linear(NUM_FEATURES, NUM_CLASSES + 1)
+    data = {
+        "empty": [],
+        "generator": (batch for batch in batches),
+        "output size": batches,
+        "labels shape": [(x, y[:4]) for x, y in batches],
+        "batch form": [x for x, _ in batches],
+        "dict without labels": [{"input_ids": x} for x, _ in batches],
+    }[case]
+    teacher_before, student_before = state_copy(teacher), state_copy(student)
+    with pytest.raises(error, match=message):
+        distill_model(teacher, student, data, **GOOD, progress=False)
+    assert not changed_entries(teacher, teacher_before) and not changed_entries(student, student_before)
+
+
+@pytest.mark.points(0)
+def test_distill_model_rejects_non_modules():
+    student, batches = make_student(), make_batches(num_batches=2)
+    with pytest.raises(TypeError, match="teacher_model"):
+        distill_model(lambda x: x, student, batches, **GOOD, progress=False)
+
+
+@pytest.mark.points(0)
+@pytest.mark.parametrize("teacher_layers, student_layers", [(4, 5), (4, 0), (0, 0), (4, 2.0), (4, True)])
+def test_evenly_spaced_layers_rejects_bad_counts(teacher_layers, student_layers):
+    with pytest.raises(ValueError, match="layers"):
+        evenly_spaced_layers(teacher_layers, student_layers)
+
+
+@pytest.mark.points(0)
+def test_make_bert_student_rejects_bad_input():
+    from evaluation import random_bert
+    teacher = random_bert(seed=0, vocab_size=100)
+    with pytest.raises(ValueError, match="more layers"):
+        make_bert_student(teacher, num_layers=3)
+    with pytest.raises(ValueError, match="num_student_layers"):
+        make_bert_student(teacher, num_layers=0)
+    with pytest.raises(TypeError, match="BertForMaskedLM"):
+        make_bert_student(nn.Linear(2, 2))
