@@ -18,6 +18,7 @@ finishes (a crash later keeps what was graded before); the parent drops any line
 valid MAC. With ``collect`` mode (``$AUTOGRADE_MODE=collect``) it reports the collected tests
 (name, exercise, points, file) instead of running them.
 """
+import functools
 import hashlib
 import hmac
 import json
@@ -26,6 +27,8 @@ import resource
 
 import pytest
 from _pytest.outcomes import Skipped
+
+_Function = pytest.Function
 
 EXERCISE_PREFIX = "ex"
 MESSAGE_LIMIT = 600
@@ -97,16 +100,18 @@ def _points_of(item, cases):
     return points / cases[_function_of(item)]
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config, items):
-    if _MODE != "collect":
-        return
+def _report_collected(items):
     cases = {}
     for item in items:
         cases[_function_of(item)] = cases.get(_function_of(item), 0) + 1
     for item in items:
         _send({"nodeid": item.nodeid, "exercise": _exercise_of(item),
                "points": _points_of(item, cases), "file": item.location[0]})
+
+
+def pytest_collection_finish(session):
+    if _MODE == "collect":
+        _report_collected(session.items)
 
 
 def pytest_collectreport(report):
@@ -147,8 +152,7 @@ def _record(item, phase, error):
 def _observe(item, phase):
     """Body of the three wrappers: the phase's exception is raised at the ``yield``.
 
-    ``trylast`` makes these the innermost wrappers, so a wrapper that student code registers
-    later sits outside them and cannot hide an exception from them.
+    The call phase itself is recorded by ``_call_test_function``, below every hook.
     """
     try:
         result = yield
@@ -159,16 +163,34 @@ def _observe(item, phase):
     return result
 
 
-@pytest.hookimpl(wrapper=True, trylast=True)
+@pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_setup(item):
     return (yield from _observe(item, "setup"))
 
 
-@pytest.hookimpl(wrapper=True, trylast=True)
-def pytest_runtest_call(item):
-    return (yield from _observe(item, "call"))
+def _call_test_function(item):
+    """Call the test function as pytest's own ``pytest_pyfunc_call`` does, with no hook in
+    between that student code could replace, and record how it ended."""
+    try:
+        item.obj(**{name: item.funcargs[name] for name in item._fixtureinfo.argnames})
+    except BaseException as error:  # SystemExit and timeouts count as failures too
+        _record(item, "call", error)
+        raise
+    _record(item, "call", None)
 
 
-@pytest.hookimpl(wrapper=True, trylast=True)
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_collection_modifyitems(session, config, items):
+    """Outermost wrapper, so it runs after every other plugin (student ones too) has modified
+    the items: each test function's ``runtest`` becomes a direct, recorded call."""
+    result = yield
+    if _MODE == "run":
+        for item in items:
+            if isinstance(item, _Function):
+                item.runtest = functools.partial(_call_test_function, item)
+    return result
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_teardown(item, nextitem):
     return (yield from _observe(item, "teardown"))

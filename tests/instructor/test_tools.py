@@ -142,3 +142,52 @@ def test_grading_release_solution_and_broken_submission(tmp_path):
         if exercise in points:
             assert points[exercise] == 0, f"{exercise}: {points[exercise]}"
     assert "broken" in table
+
+
+# ---------------------------------------------------------------------------------------------
+# Grading at scale: 20 submissions, good, partial and hostile, graded in parallel
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_grading_twenty_good_partial_and_hostile_submissions(tmp_path):
+    from hostile_submissions import KINDS, SCORES_PARTIAL, SCORES_ZERO, hostile_source
+    reference = (ROOT / "quantization.py").read_text()
+    names = {"good_1": None, "good_2": None, "good_3": None, "partial_2": "partial",
+             "partial_3": "partial", "stub": "stub", **{kind: kind for kind in KINDS}}
+    assert len(names) == 20
+    release = tmp_path / "release"
+    write_release(release)
+    for name, kind in names.items():
+        folder = tmp_path / "submissions" / name
+        folder.mkdir(parents=True)
+        source = (reference if kind is None else (release / "quantization.py").read_text()
+                  if kind == "stub" else hostile_source(reference, kind))
+        (folder / "quantization.py").write_text(source)
+        (folder / "conftest.py").write_text("import sys; sys.exit(0)\n")  # never copied
+
+    out = tmp_path / "grades"
+    reports, table = grade(sorted((tmp_path / "submissions").iterdir()), out,
+                           "--per-test-timeout", "15", "--total-timeout", "100",
+                           "--memory-limit", "3", "--no-progress")
+    assert len(reports) == 20 and (out / "grades.csv").read_text().count("\n") == 21
+    full = reports["good_1"]["max_total"]
+    partial = reports["partial"]["total"]
+    assert full > 0 and 0 < partial < full
+    for name in ("good_1", "good_2", "good_3"):
+        assert reports[name]["total"] == full, name
+    assert reports["stub"]["total"] == 0
+    for name in SCORES_PARTIAL + ("partial_2", "partial_3"):
+        assert reports[name]["total"] == partial, (name, reports[name]["notes"])
+    for name in SCORES_ZERO:
+        assert reports[name]["total"] == 0, (name, reports[name]["notes"])
+    for name in ("tamper_rewrite", "tamper_delete"):
+        assert "tests/test_quantization.py" in reports[name]["tampered"]["ex1_quantization"]
+    assert "timeout" in reports["sleep_at_import"]["notes"]["ex1_quantization"]
+    assert "slowest" in table
+
+    # Re-running grades nothing unchanged; an edited submission is graded again.
+    (tmp_path / "submissions" / "stub" / "quantization.py").write_text(reference)
+    reports, table = grade([tmp_path / "submissions" / n for n in ("good_1", "stub")], out,
+                           "--no-progress")
+    assert reports["stub"]["total"] == full and reports["good_1"]["total"] == full
+    assert "stub" in (out / "grades.csv").read_text() and len(reports) == 20
