@@ -273,9 +273,9 @@ class Calibration:
     a re-run can tell whether an old report is still valid.
     """
 
-    def __init__(self, options, workdir):
+    def __init__(self, options, workdir, source=PROJECT_ROOT):
         reference = workdir / "reference"
-        copy_instructor_tree(reference, stub_deliverables=False)
+        copy_instructor_tree(reference, stub_deliverables=False, source=source)
         all_tests = collect_tests(reference, options)
         reference_files = {name: reference / name for name in DELIVERABLES if (reference / name).exists()}
         self.stub_tree = workdir / "stubs"
@@ -284,6 +284,10 @@ class Calibration:
         self.expected = _passed_by_reference(all_tests, rows)
         self.exercises = sorted({t["exercise"] for t in self.expected})
         self.tree_hash = digest_of(file_digests(self.stub_tree), options.pytest_args)
+
+    def points(self):
+        """Maximum points per exercise."""
+        return {e: sum(t["points"] for t in self.expected if t["exercise"] == e) for e in self.exercises}
 
 
 def _passed_by_reference(tests, rows):
@@ -423,7 +427,7 @@ def write_json(report, path):
 # Command line
 # ----------------------------------------------------------------------------------------------
 
-def parse_args(argv):
+def build_parser():
     parser = argparse.ArgumentParser(description="Grade lab submissions with the instructor tests.",
                                      epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("submissions", nargs="*", type=Path,
@@ -452,6 +456,19 @@ def parse_args(argv):
     parser.add_argument("--classroom-output", type=Path,
                         help="with --self: append 'result=<base64 JSON>' for GitHub Classroom's "
                              "reporter to this file (the step's $GITHUB_OUTPUT)")
+    return parser
+
+
+def default_options(**overrides):
+    """The command line's defaults as an options object (for other tools, e.g. the release)."""
+    options = build_parser().parse_args([])
+    options.pytest_args = []
+    vars(options).update(overrides)
+    return options
+
+
+def parse_args(argv):
+    parser = build_parser()
     options = parser.parse_args(argv)
     options.pytest_args = ["--run-slow"] if options.run_slow else []
     if options.self_mode:
