@@ -195,17 +195,23 @@ def collect_tests(tree, options):
     return tests
 
 
-def run_exercise(tree, exercise, tests, options):
-    """Run one exercise's tests in ``tree``; return ``{nodeid: (outcome, message)}`` and notes."""
-    files = sorted({t["file"] for t in tests})
-    code, seconds, output, records = run_pytest(
-        [*files, "-m", exercise, "--continue-on-collection-errors", *options.pytest_args], tree, options)
+def results_from_records(records):
+    """``{nodeid: (outcome, message)}``; a test reported twice keeps its worse outcome."""
     results = {}
     for record in records:
         if "nodeid" in record and record.get("outcome") in OUTCOME_RANK:
             previous = results.get(record["nodeid"])
             if previous is None or OUTCOME_RANK[record["outcome"]] > OUTCOME_RANK[previous[0]]:
                 results[record["nodeid"]] = (record["outcome"], str(record.get("message", "")))
+    return results
+
+
+def run_exercise(tree, exercise, tests, options):
+    """Run one exercise's tests in ``tree``; return ``{nodeid: (outcome, message)}`` and notes."""
+    files = sorted({t["file"] for t in tests})
+    code, seconds, output, records = run_pytest(
+        [*files, "-m", exercise, "--continue-on-collection-errors", *options.pytest_args], tree, options)
+    results = results_from_records(records)
     collect_errors = [r["message"] for r in records if "collect_error" in r]
     if code is None:
         note = f"stopped after the total timeout of {options.total_timeout:g} s"

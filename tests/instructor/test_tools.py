@@ -278,3 +278,11 @@ def test_csv_is_rebuilt_sorted_from_every_report(tmp_path):
     grader.write_csv(grader.load_reports(tmp_path), ["ex1_quantization"], tmp_path / "grades.csv")
     assert (tmp_path / "grades.csv").read_text().splitlines() == [
         "submission,ex1_quantization,total,max_total", "amy,1.5,1.5,3", "zed,3,3,3"]
+
+
+def test_a_test_reported_twice_keeps_its_worse_outcome():
+    records = [{"nodeid": "a", "outcome": "failed", "message": "boom"},
+               {"nodeid": "a", "outcome": "passed", "message": ""},
+               {"nodeid": "b", "outcome": "passed", "message": ""},
+               {"nodeid": "c", "outcome": "excellent", "message": ""}]
+    assert grader.results_from_records(records) == {"a": ("failed", "boom"), "b": ("passed", "")}
