@@ -132,6 +132,7 @@ def grade(submissions, out, *extra):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_grading_release_solution_and_broken_submission(tmp_path):
     release = tmp_path / "student_release"
     write_release(release)
@@ -176,6 +177,7 @@ def test_grading_release_solution_and_broken_submission(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_grading_twenty_good_partial_and_hostile_submissions(tmp_path):
     from hostile_submissions import KINDS, SCORES_PARTIAL, SCORES_ZERO, hostile_source
     reference = (ROOT / "quantization.py").read_text()
@@ -221,6 +223,7 @@ def test_grading_twenty_good_partial_and_hostile_submissions(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_classroom_steps_grade_with_the_instructor_points(tmp_path):
     """The release's workflow has the instructor grader's points, and its command grades."""
     release = tmp_path / "release"
