@@ -10,8 +10,15 @@ it (their tests, conftest.py, pytest.ini, ...) is ignored. For each submission t
    missing file scores 0, and the reference solution can never leak into a grade);
 2. runs pytest once per exercise, in its own subprocess, with a per-test timeout and a total
    timeout, so an import error, a hang or a crash in one exercise costs that exercise only;
-3. reads the outcome of every expected test from a report the plugin writes as tests finish, and
-   scores each test by its ``points`` marker: a test that never reported scores 0.
+3. takes the outcome of every expected test from records the plugin signs with a per-run secret
+   and sends through a pipe this process opened (student code can neither find nor forge them),
+   scores each test by its ``points`` marker (a test that never reported scores 0), and scores
+   0 an exercise whose run changed any file of the instructor tree (reported as tampering).
+
+Submissions are graded in parallel (``--jobs``, one per core by default); each report is written
+as soon as it is done, the CSV is rebuilt from every report in OUT, and a submission whose
+deliverables and instructor tree are unchanged since its report is skipped (``--regrade``).
+``--self --exercise EX`` grades the tree it lives in, as is (the GitHub Classroom workflow).
 
 The maximum for each exercise is what the reference solution earns on this machine (measured
 first, once: "calibration"), so tests that skip here (e.g. missing offline data) count for nobody.
