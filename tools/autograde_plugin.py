@@ -1,26 +1,96 @@
 """pytest plugin used by ``tools/grade.py`` (loaded with ``-p autograde_plugin``).
 
-It appends one JSON line per test outcome to the file named by ``$AUTOGRADE_REPORT`` *as each
-test finishes*, so a run that crashes or is killed half-way keeps everything graded before.
-With ``$AUTOGRADE_COLLECT`` set instead, it writes the collected tests (name, exercise, points).
+The grader runs untrusted student code in the same interpreter as this plugin, so the plugin
+sets everything up at *import time*, before any student module can be imported (student
+modules are imported while test files are collected, long after ``-p`` plugins load):
+
+- it applies the memory limit ``$AUTOGRADE_MEMORY_LIMIT`` (bytes of address space, RLIMIT_AS);
+- it reads a per-run secret from the inherited file descriptor ``$AUTOGRADE_SECRET_FD`` and
+  closes it, takes the report descriptor ``$AUTOGRADE_REPORT_FD``, and removes the variables
+  from the environment;
+- it keeps its own references to the functions it needs (``hmac``, ``os.write``, ``json``).
+
+Outcomes are decided here, not read from pytest's reports: a hook wrapper around the setup,
+call and teardown of each test sees the test's exception itself, so a submission that patches
+``TestReport``, ``CallInfo`` or the reporting hooks cannot turn a failure into a pass. Every
+record is one JSON line with an HMAC of its content, written to the pipe as soon as the test
+finishes (a crash later keeps what was graded before); the parent drops any line without a
+valid MAC. With ``collect`` mode (``$AUTOGRADE_MODE=collect``) it reports the collected tests
+(name, exercise, points, file) instead of running them.
 """
+import functools
+import hashlib
+import hmac
 import json
 import os
+import resource
+
+import pytest
+from _pytest.outcomes import Skipped
+
+_Function = pytest.Function
 
 EXERCISE_PREFIX = "ex"
 MESSAGE_LIMIT = 600
 
 
-def _append(path, record):
-    with open(path, "a", encoding="utf-8") as stream:
-        stream.write(json.dumps(record) + "\n")
-        stream.flush()
+def _take_env(name):
+    return os.environ.pop(name, None)
 
+
+def _apply_memory_limit(limit):
+    if limit:
+        resource.setrlimit(resource.RLIMIT_AS, (int(limit), int(limit)))
+
+
+def _read_secret(fd):
+    if fd is None:
+        return None
+    fd = int(fd)
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
+
+
+def _make_sender(fd, secret, write=os.write, dumps=json.dumps, new_mac=hmac.new,
+                 sha256=hashlib.sha256):
+    """A function that sends one MAC-signed JSON record to the parent (a no-op without a pipe)."""
+    if fd is None or secret is None:
+        return lambda record: None
+    fd = int(fd)
+
+    def send(record):
+        body = dumps(record, sort_keys=True)
+        mac = new_mac(secret, body.encode(), sha256).hexdigest()
+        line = (dumps({"mac": mac, "body": body}) + "\n").encode()
+        try:
+            while line:  # a pipe write may be partial
+                line = line[write(fd, line):]
+        except OSError:  # the pipe was closed (by student code): nothing more can be reported
+            pass
+    return send
+
+
+_apply_memory_limit(_take_env("AUTOGRADE_MEMORY_LIMIT"))
+_MODE = _take_env("AUTOGRADE_MODE") or "run"
+_send = _make_sender(_take_env("AUTOGRADE_REPORT_FD"), _read_secret(_take_env("AUTOGRADE_SECRET_FD")))
+_outcomes = {}  # nodeid -> (outcome, message) of the phases seen so far
+
+
+# ----------------------------------------------------------------------------------------------
+# Collection: the expected tests and their points
+# ----------------------------------------------------------------------------------------------
 
 def _exercise_of(item):
     names = [m.name for m in item.iter_markers() if m.name.startswith(EXERCISE_PREFIX)
              and m.name[2:3].isdigit()]
     return names[0] if names else None
+
+
+def _function_of(item):
+    return (item.location[0], getattr(item, "originalname", item.name))
 
 
 def _points_of(item, cases):
@@ -30,48 +100,97 @@ def _points_of(item, cases):
     return points / cases[_function_of(item)]
 
 
-def _function_of(item):
-    return (item.location[0], getattr(item, "originalname", item.name))
-
-
-def pytest_collection_modifyitems(config, items):
-    path = os.environ.get("AUTOGRADE_COLLECT")
-    if not path:
-        return
+def _report_collected(items):
     cases = {}
     for item in items:
         cases[_function_of(item)] = cases.get(_function_of(item), 0) + 1
     for item in items:
-        _append(path, {"nodeid": item.nodeid, "exercise": _exercise_of(item),
-                       "points": _points_of(item, cases), "file": item.location[0]})
+        _send({"nodeid": item.nodeid, "exercise": _exercise_of(item),
+               "points": _points_of(item, cases), "file": item.location[0]})
 
 
-def _short_message(report):
-    crash = getattr(report.longrepr, "reprcrash", None)
-    if crash is not None:
-        message = crash.message
-    elif isinstance(report.longrepr, tuple):  # skips: (file, line, reason)
-        message = str(report.longrepr[-1])
-    else:
-        message = str(report.longrepr or "")
-    return message[:MESSAGE_LIMIT]
-
-
-def pytest_runtest_logreport(report):
-    path = os.environ.get("AUTOGRADE_REPORT")
-    if not path:
-        return
-    if report.when == "call" or (report.when == "setup" and not report.passed):
-        outcome = report.outcome if report.when == "call" else (
-            "skipped" if report.skipped else "error")
-        _append(path, {"nodeid": report.nodeid, "outcome": outcome,
-                       "message": "" if report.passed else _short_message(report)})
-    elif report.when == "teardown" and report.failed:
-        _append(path, {"nodeid": report.nodeid, "outcome": "error",
-                       "message": "teardown: " + _short_message(report)})
+def pytest_collection_finish(session):
+    if _MODE == "collect":
+        _report_collected(session.items)
 
 
 def pytest_collectreport(report):
-    path = os.environ.get("AUTOGRADE_REPORT")
-    if path and report.failed:
-        _append(path, {"collect_error": report.nodeid, "message": _short_message(report)})
+    if _MODE == "run" and report.failed:
+        _send({"collect_error": report.nodeid, "message": str(report.longrepr)[-MESSAGE_LIMIT:]})
+
+
+# ----------------------------------------------------------------------------------------------
+# Running: outcomes decided from the exceptions themselves
+# ----------------------------------------------------------------------------------------------
+
+def _describe(error):
+    return f"{type(error).__name__}: {error}"[:MESSAGE_LIMIT]
+
+
+def _phase_outcome(phase, error):
+    if error is None:
+        return "passed", ""
+    if isinstance(error, Skipped):
+        return "skipped", str(error)[:MESSAGE_LIMIT]
+    if phase == "call":
+        return "failed", _describe(error)
+    return "error", f"{phase}: {_describe(error)}"
+
+
+def _record(item, phase, error):
+    """Keep the first failing phase of ``item``; after teardown, send its outcome to the parent."""
+    if _MODE != "run":
+        return
+    outcome = _phase_outcome(phase, error)
+    if outcome[0] != "passed" or phase == "call":
+        _outcomes.setdefault(item.nodeid, outcome)
+    if phase == "teardown":
+        outcome, message = _outcomes.pop(item.nodeid, ("error", "the test never ran"))
+        _send({"nodeid": item.nodeid, "outcome": outcome, "message": message})
+
+
+def _observe(item, phase):
+    """Body of the three wrappers: the phase's exception is raised at the ``yield``.
+
+    The call phase itself is recorded by ``_call_test_function``, below every hook.
+    """
+    try:
+        result = yield
+    except BaseException as error:  # SystemExit and timeouts count as failures too
+        _record(item, phase, error)
+        raise
+    _record(item, phase, None)
+    return result
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_setup(item):
+    return (yield from _observe(item, "setup"))
+
+
+def _call_test_function(item):
+    """Call the test function as pytest's own ``pytest_pyfunc_call`` does, with no hook in
+    between that student code could replace, and record how it ended."""
+    try:
+        item.obj(**{name: item.funcargs[name] for name in item._fixtureinfo.argnames})
+    except BaseException as error:  # SystemExit and timeouts count as failures too
+        _record(item, "call", error)
+        raise
+    _record(item, "call", None)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_collection_modifyitems(session, config, items):
+    """Outermost wrapper, so it runs after every other plugin (student ones too) has modified
+    the items: each test function's ``runtest`` becomes a direct, recorded call."""
+    result = yield
+    if _MODE == "run":
+        for item in items:
+            if isinstance(item, _Function):
+                item.runtest = functools.partial(_call_test_function, item)
+    return result
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_teardown(item, nextitem):
+    return (yield from _observe(item, "teardown"))

@@ -14,16 +14,21 @@ import shutil
 import sys
 from pathlib import Path
 
+import tempfile
+
 import nbformat
 
+from classroom_workflow import WORKFLOW_PATH, render_workflow
 from solution_markers import MarkerError, strip_notebook, strip_python_solutions
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 INSTRUCTOR_ONLY = (
     ".git", ".ci", "tests/hidden", "tests/instructor",
-    "tools/release.py", "tools/grade.py", "tools/autograde_plugin.py", "tools/solution_markers.py",
+    "tools/release.py", "tools/classroom_workflow.py",
 )
+# tools/grade.py, tools/autograde_plugin.py and tools/solution_markers.py do ship: the Classroom
+# workflow grades with them (they hold no solution and no hidden test).
 NEVER_COPIED = ("__pycache__", ".pytest_cache", ".ipynb_checkpoints", "outputs", "release", "grades",
                 ".venv", "*.egg-info")
 
@@ -43,8 +48,25 @@ def release_files(root=PROJECT_ROOT):
     return files
 
 
-def write_release(out_dir, root=PROJECT_ROOT, force=False):
-    """Write the student release of ``root`` into ``out_dir``; return the list of stubbed tasks."""
+def classroom_points(release_dir, root=PROJECT_ROOT):
+    """Maximum points per exercise of the public tests: what the reference solution earns with
+    the release's tests, graded by the instructor grader (about 20 s per exercise)."""
+    import grade
+    with tempfile.TemporaryDirectory(prefix="release-points-") as tmp:
+        tree = Path(tmp) / "tree"
+        shutil.copytree(release_dir, tree)
+        for name in grade.DELIVERABLES:
+            if (root / name).exists():
+                shutil.copyfile(root / name, tree / name)
+        return grade.Calibration(grade.default_options(), Path(tmp), source=tree).points()
+
+
+def write_release(out_dir, root=PROJECT_ROOT, force=False, points=None):
+    """Write the student release of ``root`` into ``out_dir``; return the list of stubbed tasks.
+
+    The release gets the GitHub Classroom workflow, with ``points`` (exercise -> maximum) or,
+    when not given, the points measured by ``classroom_points``.
+    """
     out_dir = Path(out_dir).resolve()
     root = root.resolve()
     if out_dir == root or out_dir in root.parents or (
@@ -68,6 +90,9 @@ def write_release(out_dir, root=PROJECT_ROOT, force=False):
             nbformat.write(notebook, target)
         else:
             shutil.copy2(source, target)
+    workflow = out_dir / WORKFLOW_PATH
+    workflow.parent.mkdir(parents=True, exist_ok=True)
+    workflow.write_text(render_workflow(points if points is not None else classroom_points(out_dir, root)))
     return tasks
 
 

@@ -3,6 +3,7 @@
 The end-to-end checks (``slow``) grade real trees in subprocesses; CI runs them with
 ``python -m pytest tests/instructor --run-slow``.
 """
+import base64
 import json
 import subprocess
 import sys
@@ -10,10 +11,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 
+import grade as grader  # noqa: E402
 from release import INSTRUCTOR_ONLY, write_release  # noqa: E402
 from solution_markers import (ANSWER_PLACEHOLDER, MarkerError, strip_markdown_answers,  # noqa: E402
                               strip_notebook, strip_python_solutions)
@@ -21,6 +24,10 @@ from solution_markers import (ANSWER_PLACEHOLDER, MarkerError, strip_markdown_an
 pytestmark = pytest.mark.instructor
 DELIVERABLES = [name for name in ("quantization.py", "pruning.py", "distillation.py")
                 if (ROOT / name).exists()]
+
+EXERCISE_OF = {"quantization.py": "ex1_quantization", "pruning.py": "ex2_pruning",
+               "distillation.py": "ex3_distillation"}
+POINTS = {EXERCISE_OF[name]: 10.0 + i for i, name in enumerate(DELIVERABLES)}  # fast tests' stand-in
 
 SOURCE = '''def f(x):
     """Docstring stays."""
@@ -70,7 +77,7 @@ def test_notebook_answers_and_outputs_are_cleared():
 
 def test_release_leaves_out_solutions_and_instructor_files(tmp_path):
     out = tmp_path / "release"
-    tasks = write_release(out)
+    tasks = write_release(out, points=POINTS)
     assert tasks and all(t.startswith("Exercise ") for t in tasks)
     for name in DELIVERABLES:
         text = (out / name).read_text()
@@ -81,15 +88,35 @@ def test_release_leaves_out_solutions_and_instructor_files(tmp_path):
     assert (out / "tests" / "conftest.py").exists() and (out / "pytest.ini").exists()
 
 
+def classroom_steps(release):
+    workflow = yaml.safe_load((release / ".github" / "workflows" / "classroom.yml").read_text())
+    steps = workflow["jobs"]["run-autograding-tests"]["steps"]
+    return {s["id"]: s for s in steps if "id" in s}, steps
+
+
+def test_release_has_a_classroom_workflow_with_one_step_per_exercise(tmp_path):
+    write_release(tmp_path / "release", points=POINTS)
+    graded, steps = classroom_steps(tmp_path / "release")
+    assert {e: float(s["env"]["MAX_SCORE"]) for e, s in graded.items()} == POINTS
+    for exercise, step in graded.items():
+        assert f"tools/grade.py --self --exercise {exercise}" in step["run"]
+    install = next(s["run"] for s in steps if "pip install torch" in s.get("run", ""))
+    assert "--index-url https://download.pytorch.org/whl/cpu" in install
+    reporter = steps[-1]
+    assert reporter["with"]["runners"].split(",") == sorted(POINTS)
+    assert all((tmp_path / "release" / "tools" / f).exists()
+               for f in ("grade.py", "autograde_plugin.py", "solution_markers.py"))
+
+
 def test_release_refuses_a_non_empty_folder(tmp_path):
     (tmp_path / "student_work.py").write_text("precious = True\n")
     with pytest.raises(SystemExit, match="not empty"):
-        write_release(tmp_path)
+        write_release(tmp_path, points=POINTS)
     assert (tmp_path / "student_work.py").read_text() == "precious = True\n"
-    write_release(tmp_path, force=True)
+    write_release(tmp_path, force=True, points=POINTS)
     assert (tmp_path / "student_work.py").read_text() == "precious = True\n"
     with pytest.raises(SystemExit, match="overlaps"):
-        write_release(ROOT, force=True)
+        write_release(ROOT, force=True, points=POINTS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,6 +132,7 @@ def grade(submissions, out, *extra):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_grading_release_solution_and_broken_submission(tmp_path):
     release = tmp_path / "student_release"
     write_release(release)
@@ -142,3 +170,122 @@ def test_grading_release_solution_and_broken_submission(tmp_path):
         if exercise in points:
             assert points[exercise] == 0, f"{exercise}: {points[exercise]}"
     assert "broken" in table
+
+
+# ---------------------------------------------------------------------------------------------
+# Grading at scale: 20 submissions, good, partial and hostile, graded in parallel
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_grading_twenty_good_partial_and_hostile_submissions(tmp_path):
+    from hostile_submissions import KINDS, SCORES_PARTIAL, SCORES_ZERO, hostile_source
+    reference = (ROOT / "quantization.py").read_text()
+    names = {"good_1": None, "good_2": None, "good_3": None, "partial_2": "partial",
+             "partial_3": "partial", "stub": "stub", **{kind: kind for kind in KINDS}}
+    assert len(names) == 20
+    release = tmp_path / "release"
+    write_release(release)
+    for name, kind in names.items():
+        folder = tmp_path / "submissions" / name
+        folder.mkdir(parents=True)
+        source = (reference if kind is None else (release / "quantization.py").read_text()
+                  if kind == "stub" else hostile_source(reference, kind))
+        (folder / "quantization.py").write_text(source)
+        (folder / "conftest.py").write_text("import sys; sys.exit(0)\n")  # never copied
+
+    out = tmp_path / "grades"
+    reports, table = grade(sorted((tmp_path / "submissions").iterdir()), out,
+                           "--per-test-timeout", "15", "--total-timeout", "100",
+                           "--memory-limit", "3", "--no-progress")
+    assert len(reports) == 20 and (out / "grades.csv").read_text().count("\n") == 21
+    full = reports["good_1"]["max_total"]
+    partial = reports["partial"]["total"]
+    assert full > 0 and 0 < partial < full
+    for name in ("good_1", "good_2", "good_3"):
+        assert reports[name]["total"] == full, name
+    assert reports["stub"]["total"] == 0
+    for name in SCORES_PARTIAL + ("partial_2", "partial_3"):
+        assert reports[name]["total"] == partial, (name, reports[name]["notes"])
+    for name in SCORES_ZERO:
+        assert reports[name]["total"] == 0, (name, reports[name]["notes"])
+    for name in ("tamper_rewrite", "tamper_delete"):
+        assert "tests/test_quantization.py" in reports[name]["tampered"]["ex1_quantization"]
+    assert "timeout" in reports["sleep_at_import"]["notes"]["ex1_quantization"]
+    assert "slowest" in table
+
+    # Re-running grades nothing unchanged; an edited submission is graded again.
+    (tmp_path / "submissions" / "stub" / "quantization.py").write_text(reference)
+    reports, table = grade([tmp_path / "submissions" / n for n in ("good_1", "stub")], out,
+                           "--no-progress")
+    assert reports["stub"]["total"] == full and reports["good_1"]["total"] == full
+    assert "stub" in (out / "grades.csv").read_text() and len(reports) == 20
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_classroom_steps_grade_with_the_instructor_points(tmp_path):
+    """The release's workflow has the instructor grader's points, and its command grades."""
+    release = tmp_path / "release"
+    write_release(release)
+    calibration = grader.Calibration(grader.default_options(), tmp_path)  # no hidden tests here
+    graded, _ = classroom_steps(release)
+    assert {e: float(s["env"]["MAX_SCORE"]) for e, s in graded.items()} == calibration.points()
+    for name in DELIVERABLES:
+        (release / name).write_text((ROOT / name).read_text())
+    exercise = "ex1_quantization"
+    output = tmp_path / "github_output"
+    result = subprocess.run([sys.executable, "tools/grade.py", "--self", "--exercise", exercise,
+                             "--max-score", graded[exercise]["env"]["MAX_SCORE"],
+                             "--classroom-output", str(output)],
+                            cwd=release, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    maximum = calibration.points()[exercise]
+    assert f"Points {maximum:g}/{maximum:g}" in result.stdout
+    encoded = output.read_text().strip().removeprefix("result=")
+    report = json.loads(base64.b64decode(encoded))
+    assert report["max_score"] == maximum and report["tests"][0]["score"] == maximum
+
+
+def test_only_records_signed_with_the_run_secret_count():
+    import hashlib
+    import hmac
+    secret = b"s" * 32
+    body = json.dumps({"nodeid": "t::a", "outcome": "passed"}, sort_keys=True)
+    good = json.dumps({"mac": hmac.new(secret, body.encode(), hashlib.sha256).hexdigest(), "body": body})
+    forged = json.dumps({"mac": "0" * 64, "body": body.replace("a", "b")})
+    data = "\n".join([good, forged, body, '{"mac": "cut sho']).encode()
+    assert grader.verified_records(data, secret) == [{"nodeid": "t::a", "outcome": "passed"}]
+    assert grader.verified_records(data, b"t" * 32) == []
+
+
+def test_tampering_is_any_added_changed_or_removed_file(tmp_path):
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_a.py").write_text("def test(): assert False\n")
+    (tmp_path / "quantization.py").write_text("x = 1\n")
+    before = grader.file_digests(tmp_path, skip=("quantization.py",))
+    (tmp_path / "quantization.py").write_text("x = 2\n")  # the deliverable itself: allowed
+    assert grader.tampered_files(before, grader.file_digests(tmp_path, skip=("quantization.py",))) == []
+    (tmp_path / "tests" / "test_a.py").write_text("def test(): assert True\n")
+    (tmp_path / "conftest.py").write_text("")
+    assert grader.tampered_files(before, grader.file_digests(tmp_path, skip=("quantization.py",))) \
+        == ["conftest.py", "tests/test_a.py"]
+
+
+def test_csv_is_rebuilt_sorted_from_every_report(tmp_path):
+    for name, points in (("zed", 3.0), ("amy", 1.5)):
+        grader.write_json(grader.make_report(name, [{"exercise": "ex1_quantization", "earned": points,
+                                                     "points": 3.0}], {}, ["ex1_quantization"]),
+                          tmp_path / f"{name}.json")
+    (tmp_path / "notes.json").write_text("[1, 2]")  # not a report: ignored
+    grader.write_csv(grader.load_reports(tmp_path), ["ex1_quantization"], tmp_path / "grades.csv")
+    assert (tmp_path / "grades.csv").read_text().splitlines() == [
+        "submission,ex1_quantization,total,max_total", "amy,1.5,1.5,3", "zed,3,3,3"]
+
+
+def test_a_test_reported_twice_keeps_its_worse_outcome():
+    records = [{"nodeid": "a", "outcome": "failed", "message": "boom"},
+               {"nodeid": "a", "outcome": "passed", "message": ""},
+               {"nodeid": "b", "outcome": "passed", "message": ""},
+               {"nodeid": "c", "outcome": "excellent", "message": ""}]
+    assert grader.results_from_records(records) == {"a": ("failed", "boom"), "b": ("passed", "")}
