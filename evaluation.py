@@ -14,7 +14,6 @@ the same way. Read it top to bottom:
 6. ``distill_bert_student``: Exercise 3 on wikitext in one call.
 """
 import contextlib
-import copy
 import json
 import math
 import os
@@ -732,7 +731,7 @@ def distill_bert_student(teacher, train_texts, tokenizer, *, num_layers=None, st
     batches = make_mlm_batches(train_texts, tokenizer, num_batches=steps // epochs, batch_size=batch_size,
                                seq_len=seq_len, seed=seed)
     device = model_device(teacher)
-    student = make_bert_student(copy.deepcopy(teacher), num_layers=num_layers).to(device)
+    student = make_bert_student(teacher, num_layers=num_layers).to(device)  # a copy: teacher unchanged
     student, epoch_losses = distill_model(teacher, student, batches, temperature, alpha, epochs, learning_rate,
                                           progress=progress, device=device)
     return student.eval(), epoch_losses
