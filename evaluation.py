@@ -39,6 +39,8 @@ BERT_TINY_SHAPE = dict(num_hidden_layers=2, hidden_size=128, num_attention_heads
 """Google's BERT-tiny (google/bert_uncased_L-2_H-128_A-2) shape, used for offline runs and tests."""
 
 DEFAULT_MODEL = "google-bert/bert-base-uncased"
+WIKITEXT_HUB_ID = "Salesforce/wikitext"
+"""The hub's ``wikitext`` dataset under its current, future-proof name (``wikitext`` is an alias)."""
 SHARED_WIKITEXT_DIR = SHARED_DATA_DIR / "wikitext-2-raw-v1"
 SHARED_VOCAB_FILE = SHARED_DATA_DIR / "bert-base-uncased-vocab" / "vocab.txt"
 PUBLISHED_BERT_BASE_PERPLEXITY = 4.0
@@ -245,9 +247,10 @@ def load_wikitext_texts(split="test", path=None, *, offline=False):
 
     Args:
         split: "test", "validation" or "train".
-        path: None -> ``datasets.load_dataset("wikitext", "wikitext-2-raw-v1")`` from the hub; a
-            ``.raw`` file, or a folder holding ``wiki.{test,valid,train}.raw`` -> read locally with
-            the ``"text"`` loader. Both give exactly the hub's rows (test: 4,358 rows).
+        path: None -> the hub, ``datasets.load_dataset("Salesforce/wikitext", "wikitext-2-raw-v1")``
+            (the dataset also known as "wikitext"); a ``.raw`` file, or a folder holding
+            ``wiki.{test,valid,train}.raw`` -> read locally with the ``"text"`` loader, whitespace-only
+            rows mapped to ``""``. Both give exactly the hub's rows (test: 4,358 rows).
         offline: never contact the hub. With no hub and no path: ``../shared`` wikitext when
             present, else (loudly) the small built-in sample.
     """
@@ -256,7 +259,7 @@ def load_wikitext_texts(split="test", path=None, *, offline=False):
     if split not in ("test", "validation", "train"):
         raise ValueError(f"split must be 'test', 'validation' or 'train', got {split!r}")
     if path is None and not offline and hub_reachable():
-        return list(datasets.load_dataset("wikitext", "wikitext-2-raw-v1", split=split)["text"])
+        return list(datasets.load_dataset(WIKITEXT_HUB_ID, "wikitext-2-raw-v1", split=split)["text"])
     if path is None and SHARED_WIKITEXT_DIR.is_dir():
         print(f"Hub not used: reading wikitext-2 {split} from {SHARED_WIKITEXT_DIR}")
         path = SHARED_WIKITEXT_DIR

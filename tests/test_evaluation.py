@@ -3,6 +3,7 @@
 The numbers are pinned on inputs small enough to check by hand: the mask fraction, which
 positions may be masked, token weighting of the loss, padding, byte counts of known modules.
 """
+import importlib.util
 import math
 import subprocess
 import sys
@@ -70,6 +71,7 @@ def test_mask_fraction_is_exact_and_labels_hold_the_original_tokens():
 def test_specials_and_padding_are_never_masked():
     rows = [[CLS, 5000, 5001, UNK, 5002, SEP], [CLS, 6000, SEP], [CLS, 7000, 7001, 7002, 7003, SEP]]
     input_ids, attention_mask = windows(rows, 8)
+    input_ids[attention_mask == 0] = 4242  # padding known by the attention mask alone, not by its id
     for seed in range(20):
         masked, labels = ev.mask_tokens(input_ids, attention_mask, special_ids=SPECIALS, mask_id=MASK,
                                         mask_fraction=0.9, seed=seed)
@@ -316,6 +318,45 @@ def test_distill_bert_student_in_one_call(sample_tokenizer, sample_bert):
 
 
 # ---------------------------------------------------------------------------------- the notebook
+
+def load_runner():
+    spec = importlib.util.spec_from_file_location("run_notebook", ev.PROJECT_ROOT / "tools" / "run_notebook.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    return runner
+
+
+def test_runner_injects_parameters_after_the_parameters_cell_papermill_style():
+    nbformat = pytest.importorskip("nbformat")
+    runner = load_runner()
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# title"),
+                                               nbformat.v4.new_code_cell("EVAL_TOKENS = None"),
+                                               nbformat.v4.new_code_cell("print(EVAL_TOKENS)")])
+    notebook.cells[1].metadata["tags"] = ["parameters"]
+    runner.inject_parameters(notebook, {"EVAL_TOKENS": 4096, "DATA_PATH": "../shared"})
+    runner.inject_parameters(notebook, {"EVAL_TOKENS": 512})  # a second injection replaces the first
+    assert [cell.source for cell in notebook.cells][1:] == [
+        "EVAL_TOKENS = None", "# Parameters injected by tools/run_notebook.py\nEVAL_TOKENS = 512", "print(EVAL_TOKENS)"]
+    assert notebook.cells[2].metadata["tags"] == ["injected-parameters"]
+    assert runner.parse_assignment("EVAL_TOKENS=4096") == ("EVAL_TOKENS", 4096)
+    assert runner.parse_assignment("DEVICE=cuda") == ("DEVICE", "cuda")
+    with pytest.raises(ValueError, match="parameters"):
+        runner.inject_parameters(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), {"x": 2})
+
+
+def test_notebook_has_the_parameters_and_the_sections():
+    nbformat = pytest.importorskip("nbformat")
+    notebook = nbformat.read(ev.PROJECT_ROOT / "model compression and pruning.ipynb", as_version=4)
+    nbformat.validate(notebook)
+    tagged = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
+    assert len(tagged) == 1 and "MODEL_NAME_OR_PATH" in tagged[0].source and "EVAL_TOKENS" in tagged[0].source
+    headings = [line for cell in notebook.cells if cell.cell_type == "markdown"
+                for line in cell.source.splitlines() if line.startswith("## ")]
+    assert [h.split(".")[0] for h in headings if h[3].isdigit()] == [f"## {n}" for n in range(1, 8)]
+    answers = [cell.source for cell in notebook.cells if "BEGIN SOLUTION" in cell.source]
+    assert answers and all(a.count("BEGIN SOLUTION") == a.count("END SOLUTION") == 1 for a in answers)
+    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), "commit it unexecuted"
+
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
