@@ -1,0 +1,145 @@
+"""Execute the lab notebook headless, with parameters, and keep everything it produced.
+
+    python tools/run_notebook.py                     # hub if reachable, else the loud offline fallback
+    python tools/run_notebook.py --offline           # never contact the hub: random BERT-tiny, local data
+    python tools/run_notebook.py --model PATH --data DIR --mode full -p EVAL_TOKENS=65536
+
+Parameters are injected papermill-style (papermill is not needed): a code cell tagged
+``injected-parameters`` is placed right after the cell tagged ``parameters`` (replacing an earlier
+injected cell), so the notebook's defaults are overridden. The data path defaults to
+``../shared/data/wikitext-2-raw-v1`` when that folder exists.
+
+Writes to the output folder (default ``outputs/``, git-ignored): the executed notebook
+``<name>.executed.ipynb`` (also when a cell fails, to show where), ``results.csv``/``results.json``
+and the PNG plots written by the notebook. Exit status 0 when every cell ran, 1 when one raised.
+"""
+import argparse
+import ast
+import os
+import sys
+import time
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = PROJECT_ROOT / "model compression and pruning.ipynb"
+SHARED_WIKITEXT_DIR = PROJECT_ROOT.parent / "shared" / "data" / "wikitext-2-raw-v1"
+
+
+def parse_assignment(text):
+    """``"NAME=VALUE"`` -> ``(NAME, value)``; VALUE is a Python literal when it parses as one, else a string."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    return name.strip(), value
+
+
+def inject_parameters(notebook, parameters):
+    """Put ``parameters`` in a code cell right after the ``parameters``-tagged cell (in place).
+
+    Raises:
+        ValueError: the notebook has no cell tagged ``parameters``.
+    """
+    import nbformat
+
+    cells = notebook.cells
+    cells[:] = [cell for cell in cells if "injected-parameters" not in cell.metadata.get("tags", [])]
+    tagged = [i for i, cell in enumerate(cells) if "parameters" in cell.metadata.get("tags", [])]
+    if not tagged:
+        raise ValueError("the notebook has no cell tagged 'parameters' to inject after")
+    source = "# Parameters injected by tools/run_notebook.py\n" + "".join(
+        f"{name} = {value!r}\n" for name, value in parameters.items())
+    cell = nbformat.v4.new_code_cell(source.rstrip("\n"))
+    cell.metadata["tags"] = ["injected-parameters"]
+    cells.insert(tagged[0] + 1, cell)
+    return notebook
+
+
+def build_parameters(args):
+    """The notebook parameters for these command-line arguments (only what the user or defaults set)."""
+    output_dir = Path(args.output_dir).resolve()
+    parameters = {"OUTPUT_DIR": str(output_dir), "RUN_MODE": args.mode, "OFFLINE": args.offline}
+    if args.model is not None:
+        parameters["MODEL_NAME_OR_PATH"] = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
+    data = args.data if args.data is not None else (SHARED_WIKITEXT_DIR if SHARED_WIKITEXT_DIR.is_dir() else None)
+    if data is not None and str(data) != "hub":
+        parameters["DATA_PATH"] = str(Path(data).resolve())
+    if args.device is not None:
+        parameters["DEVICE"] = args.device
+    parameters.update(dict(args.parameter))
+    return parameters
+
+
+def first_error(notebook):
+    """``(cell index, error name, message)`` of the first cell with an error output, or None."""
+    for index, cell in enumerate(notebook.cells):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                return index, output.get("ename"), output.get("evalue")
+    return None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--notebook", default=str(NOTEBOOK), help="notebook to run (default: the lab's)")
+    parser.add_argument("--output-dir", default=str(PROJECT_ROOT / "outputs"),
+                        help="where the executed notebook, results and plots go (default: outputs/)")
+    parser.add_argument("--offline", action="store_true",
+                        help="never contact the hub (sets HF_HUB_OFFLINE=1): local paths or the random BERT-tiny")
+    parser.add_argument("--model", help="hub id or local save_pretrained folder (default: the notebook's)")
+    parser.add_argument("--data", help="folder with wiki.test.raw/wiki.valid.raw, or 'hub' "
+                                       "(default: ../shared/data/wikitext-2-raw-v1 when present, else the hub)")
+    parser.add_argument("--mode", choices=("auto", "quick", "full"), default="auto",
+                        help="auto: full on a GPU, quick on a CPU (default)")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("-p", "--parameter", action="append", type=parse_assignment, default=[],
+                        metavar="NAME=VALUE", help="any other notebook parameter, e.g. -p EVAL_TOKENS=4096")
+    parser.add_argument("--cell-timeout", type=int, default=3600, help="seconds per cell before failing (3600)")
+    parser.add_argument("--kernel", default="python3", help="Jupyter kernel name (python3)")
+    args = parser.parse_args(argv)
+
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+    notebook_path = Path(args.notebook).resolve()
+    output_dir = Path(args.output_dir).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    executed_path = output_dir / f"{notebook_path.stem}.executed.ipynb"
+    notebook = nbformat.read(notebook_path, as_version=4)
+    parameters = build_parameters(args)
+    inject_parameters(notebook, parameters)
+    if args.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"  # the kernel inherits it: no network call at all
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+    print(f"Running {notebook_path.name} with {parameters}", flush=True)
+    client = NotebookClient(notebook, timeout=args.cell_timeout, kernel_name=args.kernel,
+                            resources={"metadata": {"path": str(notebook_path.parent)}})
+    start, failure = time.perf_counter(), None
+    try:
+        client.execute()
+    except (CellExecutionError, CellTimeoutError, DeadKernelError) as error:
+        failure = error
+    finally:
+        nbformat.write(notebook, executed_path)
+    elapsed = time.perf_counter() - start
+
+    print(f"Executed notebook: {executed_path} ({elapsed:.0f} s)")
+    if failure is not None:
+        where = first_error(notebook)
+        detail = f"cell {where[0]}: {where[1]}: {where[2]}" if where else str(failure).splitlines()[0]
+        print(f"FAILED: {detail}\n(see the executed notebook for the traceback)", file=sys.stderr)
+        return 1
+    for name in ("results.csv", "results.json", "size_vs_perplexity.png", "latency.png"):
+        path = output_dir / name
+        print(f"  {path}" if path.is_file() else f"  (missing: {path})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
