@@ -267,12 +267,28 @@ def grade_exercise(base_tree, deliverables, exercise, tests, options):
     return rows, info
 
 
-def grade_tree(base_tree, deliverables, expected, options):
-    """Grade every exercise of ``expected``; return the per-test rows and per-exercise notes."""
+def not_submitted(exercise, tests):
+    """Rows and note of an exercise whose file is missing from the submission: 0, without a run."""
+    message = f"{EXERCISES[exercise]} was not submitted"
+    rows = [{"name": t["nodeid"], "exercise": exercise, "points": t["points"], "earned": 0.0,
+             "outcome": "missing", "message": message} for t in tests]
+    return rows, {"seconds": 0.0, "note": message, "tampered": []}
+
+
+def grade_tree(base_tree, deliverables, expected, options, skip_missing=False):
+    """Grade every exercise of ``expected``; return the per-test rows and per-exercise notes.
+
+    With ``skip_missing``, an exercise whose file is not among ``deliverables`` scores 0 without
+    running its tests (they could only fail on the stub in ``base_tree``).
+    """
     rows, notes = [], {}
     for exercise in sorted({t["exercise"] for t in expected}):
         tests = [t for t in expected if t["exercise"] == exercise]
-        exercise_rows, notes[exercise] = grade_exercise(base_tree, deliverables, exercise, tests, options)
+        if skip_missing and EXERCISES[exercise] not in deliverables:
+            exercise_rows, notes[exercise] = not_submitted(exercise, tests)
+        else:
+            exercise_rows, notes[exercise] = grade_exercise(base_tree, deliverables, exercise,
+                                                            tests, options)
         rows += exercise_rows
     return rows, notes
 
@@ -333,7 +349,8 @@ def grade_submission(submission, calibration, options):
     submission = Path(submission).resolve()
     deliverables = deliverables_of(submission)
     start = time.monotonic()
-    rows, notes = grade_tree(calibration.stub_tree, deliverables, calibration.expected, options)
+    rows, notes = grade_tree(calibration.stub_tree, deliverables, calibration.expected, options,
+                             skip_missing=True)
     return make_report(submission.name, rows, notes, calibration.exercises, {
         "deliverables_found": sorted(deliverables),
         "deliverables_hash": deliverables_hash(deliverables),

@@ -199,16 +199,24 @@ def test_grading_twenty_good_partial_and_hostile_submissions(tmp_path):
                            "--per-test-timeout", "15", "--total-timeout", "100",
                            "--memory-limit", "3", "--no-progress")
     assert len(reports) == 20 and (out / "grades.csv").read_text().count("\n") == 21
-    full = reports["good_1"]["max_total"]
-    partial = reports["partial"]["total"]
+
+    def ex1(name):  # the submissions hold quantization.py only
+        return reports[name]["points"]["ex1_quantization"]
+
+    full = reports["good_1"]["max_points"]["ex1_quantization"]
+    partial = ex1("partial")
     assert full > 0 and 0 < partial < full
     for name in ("good_1", "good_2", "good_3"):
-        assert reports[name]["total"] == full, name
-    assert reports["stub"]["total"] == 0
+        assert ex1(name) == full, name
+        assert reports[name]["total"] == full, "missing files score 0 for their exercise"
+        for exercise, seconds in reports[name]["seconds"].items():
+            if exercise != "ex1_quantization":  # not run at all: no file, no pytest start-up
+                assert seconds == 0 and "not submitted" in reports[name]["notes"][exercise]
+    assert ex1("stub") == 0
     for name in SCORES_PARTIAL + ("partial_2", "partial_3"):
-        assert reports[name]["total"] == partial, (name, reports[name]["notes"])
+        assert ex1(name) == partial, (name, reports[name]["notes"])
     for name in SCORES_ZERO:
-        assert reports[name]["total"] == 0, (name, reports[name]["notes"])
+        assert ex1(name) == 0, (name, reports[name]["notes"])
     for name in ("tamper_rewrite", "tamper_delete"):
         assert "tests/test_quantization.py" in reports[name]["tampered"]["ex1_quantization"]
     assert "timeout" in reports["sleep_at_import"]["notes"]["ex1_quantization"]
@@ -218,7 +226,7 @@ def test_grading_twenty_good_partial_and_hostile_submissions(tmp_path):
     (tmp_path / "submissions" / "stub" / "quantization.py").write_text(reference)
     reports, table = grade([tmp_path / "submissions" / n for n in ("good_1", "stub")], out,
                            "--no-progress")
-    assert reports["stub"]["total"] == full and reports["good_1"]["total"] == full
+    assert ex1("stub") == full and ex1("good_1") == full
     assert "stub" in (out / "grades.csv").read_text() and len(reports) == 20
 
 
