@@ -5,6 +5,9 @@ sets everything up at *import time*, before any student module can be imported (
 modules are imported while test files are collected, long after ``-p`` plugins load):
 
 - it applies the memory limit ``$AUTOGRADE_MEMORY_LIMIT`` (bytes of address space, RLIMIT_AS);
+- it makes sure no test process outlives the grader: the kernel kills it when the grader dies
+  (Linux ``PR_SET_PDEATHSIG``), and ``$AUTOGRADE_CPU_LIMIT`` seconds of CPU time (RLIMIT_CPU,
+  inherited by anything it forks) end it even if it escaped its process group;
 - it reads a per-run secret from the inherited file descriptor ``$AUTOGRADE_SECRET_FD`` and
   closes it, takes the report descriptor ``$AUTOGRADE_REPORT_FD``, and removes the variables
   from the environment;
@@ -24,6 +27,7 @@ import hmac
 import json
 import os
 import resource
+import signal
 
 import pytest
 from _pytest.outcomes import Skipped
@@ -41,6 +45,24 @@ def _take_env(name):
 def _apply_memory_limit(limit):
     if limit:
         resource.setrlimit(resource.RLIMIT_AS, (int(limit), int(limit)))
+
+
+def _apply_cpu_limit(seconds):
+    if seconds:
+        resource.setrlimit(resource.RLIMIT_CPU, (int(seconds), int(seconds) + 5))
+
+
+def _die_with_parent():
+    """Linux: SIGKILL this process when the grader that started it dies (a no-op elsewhere)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the grader died before prctl: stop now
+        os._exit(1)
 
 
 def _read_secret(fd):
@@ -74,6 +96,9 @@ def _make_sender(fd, secret, write=os.write, dumps=json.dumps, new_mac=hmac.new,
 
 
 _apply_memory_limit(_take_env("AUTOGRADE_MEMORY_LIMIT"))
+_apply_cpu_limit(_take_env("AUTOGRADE_CPU_LIMIT"))
+if _take_env("AUTOGRADE_DIE_WITH_PARENT"):
+    _die_with_parent()
 _MODE = _take_env("AUTOGRADE_MODE") or "run"
 _send = _make_sender(_take_env("AUTOGRADE_REPORT_FD"), _read_secret(_take_env("AUTOGRADE_SECRET_FD")))
 _outcomes = {}  # nodeid -> (outcome, message) of the phases seen so far

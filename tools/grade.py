@@ -137,6 +137,13 @@ def verified_records(data, secret):
     return records
 
 
+def cpu_seconds_limit(total_timeout):
+    """CPU seconds after which the kernel ends a test process: a backstop for one that outlives
+    its grader or escapes its process group. All cores busy for the whole total timeout, plus a
+    minute, so that it never cuts a run the total timeout would have allowed."""
+    return int(total_timeout * (os.cpu_count() or 1) + 60)
+
+
 def run_pytest(args, tree, options, mode="run"):
     """Run pytest with the plugin in ``tree``, in a new process group killed after the total
     timeout. The plugin reports through a pipe this process opened, signing each record with a
@@ -152,7 +159,9 @@ def run_pytest(args, tree, options, mode="run"):
     env = _pytest_env()
     env.update(PYTHONPATH=str(tree / "tools"), AUTOGRADE_MODE=mode,
                AUTOGRADE_REPORT_FD=str(report_write), AUTOGRADE_SECRET_FD=str(secret_read),
-               AUTOGRADE_MEMORY_LIMIT=str(int(options.memory_limit * GiB)))
+               AUTOGRADE_MEMORY_LIMIT=str(int(options.memory_limit * GiB)),
+               AUTOGRADE_CPU_LIMIT=str(cpu_seconds_limit(options.total_timeout)),
+               AUTOGRADE_DIE_WITH_PARENT="1")
     chunks = []
     start = time.monotonic()
     try:

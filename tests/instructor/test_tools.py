@@ -297,3 +297,52 @@ def test_a_test_reported_twice_keeps_its_worse_outcome():
                {"nodeid": "b", "outcome": "passed", "message": ""},
                {"nodeid": "c", "outcome": "excellent", "message": ""}]
     assert grader.results_from_records(records) == {"a": ("failed", "boom"), "b": ("passed", "")}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_no_test_process_outlives_a_killed_grader(tmp_path):
+    """An interrupted grader (killed, Ctrl-C, CI cancelled) must not leave a looping student
+    process behind: the kernel ends it with its parent (PR_SET_PDEATHSIG)."""
+    import os
+    import signal
+    import time
+
+    pid_file = tmp_path / "looping.pid"
+    submission = tmp_path / "looping"
+    submission.mkdir()
+    (submission / "quantization.py").write_text(
+        f"import os\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\nwhile True:\n    pass\n")
+    grader = subprocess.Popen([sys.executable, str(ROOT / "tools" / "grade.py"), str(submission),
+                               "--out", str(tmp_path / "grades"), "--total-timeout", "500",
+                               "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 400
+        while not pid_file.exists() or not pid_file.read_text():
+            assert grader.poll() is None and time.monotonic() < deadline, "the submission never ran"
+            time.sleep(0.5)
+        looping_pid = int(pid_file.read_text())
+        grader.send_signal(signal.SIGKILL)
+        grader.wait()
+        for _ in range(20):
+            if not os.path.exists(f"/proc/{looping_pid}") or \
+                    open(f"/proc/{looping_pid}/stat").read().split()[2] == "Z":
+                break
+            time.sleep(0.5)
+        else:
+            os.kill(looping_pid, signal.SIGKILL)
+            pytest.fail("the looping test process outlived its killed grader")
+    finally:
+        grader.kill()
+
+
+def test_cpu_limit_ends_a_test_process_on_its_own(tmp_path):
+    """The backstop behind the timeouts: the kernel ends a test process after its CPU budget,
+    even with no grader left to kill it."""
+    (tmp_path / "test_spin.py").write_text("def test_spin():\n    while True:\n        pass\n")
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("PYTEST")}
+    env.update(PYTHONPATH=str(ROOT / "tools"), AUTOGRADE_CPU_LIMIT="2")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "autograde_plugin", "-q",
+                             "-p", "no:cacheprovider", "-o", "timeout=0", "test_spin.py"],
+                            cwd=tmp_path, env=env, capture_output=True, timeout=120)
+    assert result.returncode < 0, f"expected the kernel to end it (SIGXCPU/SIGKILL), got {result.returncode}"
