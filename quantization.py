@@ -80,7 +80,7 @@ def _check_floating_tensor(tensor, name):
                         f"float64), got dtype {tensor.dtype}")
     if tensor.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(tensor.shape)}): nothing to quantize")
-    if not torch.isfinite(tensor).all():
+    if not torch.isfinite(tensor.sum()) and not torch.isfinite(tensor).all():  # sum: one cheap pass
         nan_count = int(torch.isnan(tensor).sum())
         inf_count = int(torch.isinf(tensor).sum())
         raise ValueError(f"{name} contains {nan_count} NaN and {inf_count} inf values; "
@@ -317,7 +317,7 @@ def _int_mm_supported(a, b):
     return False
 
 
-def fp16_matmul(a, b):
+def fp16_matmul(a, b, add_to=None):
     """``a @ b`` with both operands in fp16 precision; float32 result (given helper).
 
     On CUDA this is a real fp16 matmul. CPUs mostly have no fp16 arithmetic (an fp16 matmul of
@@ -327,14 +327,18 @@ def fp16_matmul(a, b):
     Args:
         a: float (m, k). b: float (k, n). Magnitudes above 65504 (``FP16_MAX``) would become inf
             in fp16 and raise a ``ValueError`` instead.
+        add_to: optional float32 (m, n) tensor: the product is added to it in place and it is
+            returned (one pass over the output instead of a new tensor and an addition).
     """
     for name, operand in (("a", a), ("b", b)):
         if operand.numel() and float(operand.abs().max()) > FP16_MAX:
             raise ValueError(f"fp16_matmul: operand {name} holds |values| up to "
                              f"{float(operand.abs().max()):g}, beyond fp16's {FP16_MAX:g}")
     if a.device.type == "cuda":
-        return (a.to(torch.float16) @ b.to(torch.float16)).to(torch.float32)
-    return a.to(torch.float16).to(torch.float32) @ b.to(torch.float16).to(torch.float32)
+        product = (a.to(torch.float16) @ b.to(torch.float16)).to(torch.float32)
+        return product if add_to is None else add_to.add_(product)
+    a, b = a.to(torch.float16).to(torch.float32), b.to(torch.float16).to(torch.float32)
+    return a @ b if add_to is None else add_to.addmm_(a, b)
 
 
 def outlier_columns(x, threshold):
@@ -352,7 +356,7 @@ def outlier_columns(x, threshold):
     # BEGIN SOLUTION Exercise 1.6: find the outlier feature columns (any |x| >= threshold)
     if not threshold:
         return torch.zeros(x.shape[1], dtype=torch.bool, device=x.device)
-    return (x.abs() >= threshold).any(dim=0)
+    return x.abs().amax(dim=0) >= threshold
     # END SOLUTION
 
 
@@ -516,10 +520,11 @@ class QuantizedLinear(nn.Module):
         self.last_outlier_count = int(is_outlier.sum())
         x_q = QuantizedVector(x.masked_fill(is_outlier, 0.0), "int8", dim=1)
         accumulated = int8_matmul_int32(x_q.quantized_vector, self.weight_quantized.T)
-        out = accumulated.to(torch.float32).div_(x_q.alpha).div_(self.weight_scale)
+        # acc / (alpha_x alpha_W) as two broadcast products: no (tokens, out) outer-product tensor.
+        out = torch.mul(accumulated, 1.0 / self.weight_scale).mul_(1.0 / x_q.alpha)
         if self.last_outlier_count:
             w_rows = absmax_dequantize(self.weight_quantized.T[is_outlier], self.weight_scale)
-            out += fp16_matmul(x[:, is_outlier], w_rows)
+            fp16_matmul(x[:, is_outlier], w_rows, add_to=out)
         return out
 
     def extra_repr(self):

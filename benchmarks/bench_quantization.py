@@ -44,6 +44,21 @@ def bitsandbytes_layer(linear, threshold):
     return layer.to("cpu")  # quantizes the weight to int8 (bitsandbytes >= 0.45 runs on CPU)
 
 
+def what_bitsandbytes_computes(layer, x):
+    """Whether the layer's output is exactly the weight-only product ``x @ dequant(W).T``.
+
+    On CPU, bitsandbytes 0.50 dequantizes the int8 weight and multiplies in float: no int8
+    activations, no outlier decomposition, so its error is that of int8 weights alone and not
+    comparable with LLM.int8()'s (which also quantizes the activations)."""
+    row_scales = layer.weight.SCB if layer.weight.SCB is not None else layer.state.SCB  # moved by forward
+    weight = layer.weight.data.float() * (row_scales[:, None].float() / 127)
+    with torch.inference_mode():
+        gap = float((layer(x).float() - x @ weight.T).abs().max())
+    if gap == 0:
+        return "weight-only int8 (output == x @ dequantized W exactly), not LLM.int8()"
+    return f"differs from weight-only int8 by up to {gap:.2e}: int8 activations too"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=2048, help="rows of the activation matrix")
@@ -82,6 +97,7 @@ def main():
             results[name] = (ms, error)
             print(f"{name:<28}{ms:>10.1f}{spread:>10.1f}{baseline / ms:>8.2f}x{error:>12.2e}")
     if "bitsandbytes Linear8bitLt" in results:
+        print(f"\nbitsandbytes on {x.device.type}: {what_bitsandbytes_computes(bnb_layer, x)}")
         bnb_ms, bnb_error = results["bitsandbytes Linear8bitLt"]
         for name in ("mixed_precision_forward", "QuantizedLinear int8"):
             ms, error = results[name]
