@@ -1,12 +1,10 @@
 """Turn the reference solution into the student release: the solution-marker format, in one place.
 
-In Python (modules, and notebook code cells), a solution block sits inside a function body::
-
-    # BEGIN SOLUTION Exercise 2.1: zero the smallest-|w| fraction of each layer's weights
-    ...reference code...
-    # END SOLUTION
-
-and becomes ``raise NotImplementedError("Exercise 2.1: zero the ...")`` at the same indentation.
+In Python (modules, and notebook code cells), a solution block sits inside a function body,
+from a line ``# BEGIN SOLUTION Exercise 2.1: <what to implement>`` to a line ``# END SOLUTION``
+(see the README's "Authoring conventions"), and becomes
+``raise NotImplementedError("Exercise 2.1: <what to implement>")`` at the same indentation.
+(This docstring never starts a line with the marker: the release would stub it.)
 In a notebook's markdown cells, the lines between a line containing ``BEGIN SOLUTION`` and one
 containing ``END SOLUTION`` (e.g. ``<!-- BEGIN SOLUTION -->``) become ``ANSWER_PLACEHOLDER``.
 """

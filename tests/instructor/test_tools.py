@@ -78,7 +78,12 @@ def test_notebook_answers_and_outputs_are_cleared():
 def test_release_leaves_out_solutions_and_instructor_files(tmp_path):
     out = tmp_path / "release"
     tasks = write_release(out, points=POINTS)
-    assert tasks and all(t.startswith("Exercise ") for t in tasks)
+    in_modules = [line.split("# BEGIN SOLUTION ", 1)[1].strip()
+                  for name in DELIVERABLES for line in (ROOT / name).read_text().splitlines()
+                  if line.lstrip().startswith("# BEGIN SOLUTION ")]
+    assert sorted(tasks) == sorted(in_modules), "only the exercise modules' blocks become stubs"
+    assert (out / "tools" / "solution_markers.py").read_text() == \
+        (ROOT / "tools" / "solution_markers.py").read_text(), "shipped tools are copied unchanged"
     for name in DELIVERABLES:
         text = (out / name).read_text()
         assert "BEGIN SOLUTION" not in text and "NotImplementedError(" in text
