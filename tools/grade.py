@@ -45,16 +45,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from solution_markers import strip_python_solutions
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project root: given.manifest
+from given.manifest import BUILD_OUTPUTS, DELIVERABLE_OF, DELIVERABLES, PROJECT_ROOT  # noqa: E402
+from solution_markers import strip_python_solutions  # noqa: E402
 
-TOOLS_DIR = Path(__file__).resolve().parent
-PROJECT_ROOT = TOOLS_DIR.parent
-EXERCISES = {"ex1_quantization": "quantization.py",
-             "ex2_pruning": "pruning.py",
-             "ex3_distillation": "distillation.py"}
-DELIVERABLES = tuple(EXERCISES.values())
-NOT_COPIED = (".git", "outputs", "grades", "release", "__pycache__", ".pytest_cache",
-              ".ipynb_checkpoints", ".venv")
+EXERCISES = DELIVERABLE_OF  # exercise marker -> the file it grades
+NOT_COPIED = (".git", *BUILD_OUTPUTS)
 GiB = 2 ** 30
 OUTCOME_RANK = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}  # duplicates: the worse wins
 

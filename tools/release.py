@@ -10,27 +10,26 @@
   instructor work is ever overwritten by accident.
 """
 import argparse
+import fnmatch
 import shutil
 import sys
-from pathlib import Path
-
 import tempfile
+from pathlib import Path
 
 import nbformat
 
-from classroom_workflow import WORKFLOW_PATH, render_workflow
-from solution_markers import MarkerError, strip_notebook, strip_python_solutions
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project root: given.manifest
+from classroom_workflow import WORKFLOW_PATH, render_workflow  # noqa: E402
+from given.manifest import BUILD_OUTPUTS, INSTRUCTOR_ONLY, PROJECT_ROOT  # noqa: E402
+from solution_markers import MarkerError, strip_notebook, strip_python_solutions  # noqa: E402
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-INSTRUCTOR_ONLY = (
-    ".git", ".ci", "tests/hidden", "tests/instructor",
-    "tools/release.py", "tools/classroom_workflow.py",
-)
 # tools/grade.py, tools/autograde_plugin.py and tools/solution_markers.py do ship: the Classroom
 # workflow grades with them (they hold no solution and no hidden test).
-NEVER_COPIED = ("__pycache__", ".pytest_cache", ".ipynb_checkpoints", "outputs", "release", "grades",
-                ".venv", "*.egg-info")
+
+
+def is_build_output(name):
+    """Whether a file or folder name is made by running things (``BUILD_OUTPUTS``)."""
+    return any(fnmatch.fnmatch(name, pattern) for pattern in BUILD_OUTPUTS)
 
 
 def release_files(root=PROJECT_ROOT):
@@ -39,7 +38,7 @@ def release_files(root=PROJECT_ROOT):
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
         parts = relative.parts
-        if not path.is_file() or any(p in NEVER_COPIED or p.endswith(".egg-info") for p in parts):
+        if not path.is_file() or any(is_build_output(p) for p in parts):
             continue
         if any(relative.as_posix() == x or relative.as_posix().startswith(x + "/")
                for x in INSTRUCTOR_ONLY):
@@ -70,7 +69,7 @@ def write_release(out_dir, root=PROJECT_ROOT, force=False, points=None):
     out_dir = Path(out_dir).resolve()
     root = root.resolve()
     if out_dir == root or out_dir in root.parents or (
-            root in out_dir.parents and out_dir.relative_to(root).parts[0] not in NEVER_COPIED):
+            root in out_dir.parents and not is_build_output(out_dir.relative_to(root).parts[0])):
         raise SystemExit(f"refusing to write the release to {out_dir}: it overlaps the instructor "
                          f"tree {root} (use a folder outside it, or {root / 'release'})")
     if out_dir.exists() and any(out_dir.iterdir()) and not force:

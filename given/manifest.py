@@ -1,0 +1,41 @@
+"""The lab's manifest: exercises, deliverables, test markers and paths, in one place.
+
+``tools/grade.py``, ``tools/release.py``, ``tests/conftest.py`` and the tests read these names;
+change the lab's shape here and nowhere else.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
+NOTEBOOK = PROJECT_ROOT / "model compression and pruning.ipynb"
+
+
+@dataclass(frozen=True)
+class Exercise:
+    number: int
+    marker: str        # the pytest marker of its tests, e.g. "ex1_quantization"
+    deliverable: str   # the file the student writes and submits, e.g. "quantization.py"
+    title: str
+
+
+EXERCISES = (
+    Exercise(1, "ex1_quantization", "quantization.py", 'Exercise 1 "Honey, I shrunk the model!": quantization'),
+    Exercise(2, "ex2_pruning", "pruning.py", 'Exercise 2 "Thanos was Right": pruning'),
+    Exercise(3, "ex3_distillation", "distillation.py", 'Exercise 3 "Wax On, Wax Off.": distillation'),
+)
+GRADED_MARKERS = tuple(exercise.marker for exercise in EXERCISES)
+DELIVERABLES = tuple(exercise.deliverable for exercise in EXERCISES)
+DELIVERABLE_OF = {exercise.marker: exercise.deliverable for exercise in EXERCISES}
+
+GIVEN_CODE_MARKER = "given_code"
+"""Marker of the tests of given code (the notebook's measuring code, the checks): never graded."""
+TEST_MARKERS = GRADED_MARKERS + (GIVEN_CODE_MARKER,)
+
+BUILD_OUTPUTS = ("__pycache__", ".pytest_cache", ".ipynb_checkpoints", ".venv", "outputs",
+                 "release", "grades", "*.egg-info")
+"""Names of files and folders that are made by running things, never copied or shipped."""
+
+INSTRUCTOR_ONLY = (".git", ".ci", "tests/hidden", "tests/instructor",
+                   "tools/release.py", "tools/classroom_workflow.py")
+"""Paths (relative to the project root) that the student release leaves out."""
