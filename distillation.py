@@ -11,7 +11,7 @@ Read top to bottom:
 
     compute_distillation_loss   Exercise 3.1   the soft-target loss T**2 * KL(teacher || student)
     distillation_step           Exercise 3.2   one student update on alpha * KD + (1 - alpha) * CE
-    distill_model               given          the training loop around it (checks, epochs, progress)
+    distill_model               given          the training loop around it (plumbing: given/distill_loop.py)
     evenly_spaced_layers        Exercise 3.3   which teacher layers a shallower student keeps
     make_bert_student           Exercise 3.4   a shallower BERT initialised from the teacher
 
@@ -20,18 +20,16 @@ Conventions: logits are float tensors of shape ``(N, C)`` (one prediction per ex
 integer class indices of shape ``logits.shape[:-1]``; -100 marks a position without a label
 (the PyTorch and Hugging Face convention).
 """
-import copy
-import math
-import numbers
-from collections.abc import Mapping
-
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm.auto import tqdm
 
-IGNORE_INDEX = -100
-"""Label value of positions that do not count in the cross-entropy (padding, unmasked tokens)."""
+from given.checks import (check_distillation_inputs, check_layer_counts,
+                          check_training_hyperparameters)
+from given.distill_loop import (check_finite_loss, check_models, check_outputs_match,
+                                epoch_batches, first_batch, frozen_teacher, model_logits,
+                                new_bert_like, trainable_parameters, unpack_batch)
+from given.torch_utils import IGNORE_INDEX, model_device
 
 
 # --------------------------------------------------------------------------------------------
@@ -69,7 +67,7 @@ def compute_distillation_loss(student_logits, teacher_logits, temperature, mask=
         ValueError: T <= 0; logits of different shapes or with fewer than 2 dimensions; a mask of
             the wrong shape, or one that selects nothing.
     """
-    _check_distillation_inputs(student_logits, teacher_logits, temperature, mask)
+    check_distillation_inputs(student_logits, teacher_logits, temperature, mask)
     # Hints: compute log-probabilities with F.log_softmax(logits / T, dim=-1), never
     # log(softmax(...)), which gives log(0) = -inf for logits ~1e4. KL(p || q) at one position
     # is sum_c p_c * (log p_c - log q_c). Detach the teacher's logits.
@@ -117,7 +115,7 @@ def distillation_step(teacher_model, student_model, inputs, labels, kd_mask, opt
         teacher_model: the frozen teacher, already in eval mode. Run it without building a graph.
         student_model: the student, in train mode; ``optimizer`` updates its parameters.
         inputs: what both models take, on the student's device: a tensor (plain modules) or a
-            dict of tensors (Hugging Face models). ``model_logits(model, inputs)`` runs either.
+            dict of tensors (Hugging Face models). ``model_logits(model, inputs)`` (given) runs either.
         labels: integer tensor of shape ``logits.shape[:-1]``; -100 marks positions without a label.
         kd_mask: bool tensor of shape ``logits.shape[:-1]`` (True on real tokens), or None (all count).
         optimizer: a torch optimizer over the student's parameters.
@@ -143,6 +141,7 @@ def distillation_step(teacher_model, student_model, inputs, labels, kd_mask, opt
     # END SOLUTION
 
 
+# Given: the training loop around your step (its plumbing is in given/distill_loop.py).
 def distill_model(teacher_model, student_model, train_data, temperature, alpha, num_epochs,
                   learning_rate, *, progress=True, device=None):
     """Train ``student_model`` to imitate ``teacher_model`` (Hinton et al., 2015).
@@ -186,64 +185,30 @@ def distill_model(teacher_model, student_model, train_data, temperature, alpha, 
             both models once, in eval mode and without gradients).
         FloatingPointError: the loss became NaN or infinite (lower the learning rate).
     """
-    _check_hyperparameters(temperature, alpha, num_epochs, learning_rate)
-    for name, model in (("teacher_model", teacher_model), ("student_model", student_model)):
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
+    check_training_hyperparameters(temperature, alpha, num_epochs, learning_rate)
+    check_models(teacher_model, student_model)
     if device is not None:
         student_model.to(device)
-    device = _device_of(student_model, "student_model")
-    first_batch = _first_batch(train_data)
-    optimizer = torch.optim.Adam(_trainable_parameters(student_model), lr=learning_rate)
+    device = model_device(student_model)
+    first = first_batch(train_data)
+    optimizer = torch.optim.Adam(trainable_parameters(student_model), lr=learning_rate)
 
-    teacher_was_training = teacher_model.training
-    teacher_model.eval()
-    try:
-        _check_outputs_match(teacher_model, student_model, *_unpack_batch(first_batch, device)[:2])
+    with frozen_teacher(teacher_model):
+        check_outputs_match(teacher_model, student_model, *unpack_batch(first, device)[:2])
         epoch_losses = []
         for epoch in range(num_epochs):
             student_model.train()
             batch_losses = []
-            batches = tqdm(train_data, desc=f"Distillation epoch {epoch + 1}/{num_epochs}",
-                           disable=not progress, leave=False)
-            for batch in batches:
-                inputs, labels, kd_mask = _unpack_batch(batch, device)
+            for batch in epoch_batches(train_data, epoch, num_epochs, progress):
+                inputs, labels, kd_mask = unpack_batch(batch, device)
                 loss = distillation_step(teacher_model, student_model, inputs, labels, kd_mask,
                                          optimizer, temperature, alpha)
-                if not math.isfinite(loss):
-                    raise FloatingPointError(
-                        f"the loss became {loss} at epoch {epoch + 1}, batch {len(batch_losses) + 1}; "
-                        f"try a smaller learning_rate (got {learning_rate})")
+                check_finite_loss(loss, epoch, len(batch_losses) + 1, learning_rate)
                 batch_losses.append(loss)
-                batches.set_postfix(loss=f"{loss:.4f}", refresh=False)
             epoch_losses.append(sum(batch_losses) / len(batch_losses))
             tqdm.write(f"Epoch {epoch + 1}/{num_epochs}: loss {epoch_losses[-1]:.4f}")
-    finally:
-        teacher_model.train(teacher_was_training)
     student_model.eval()
     return student_model, epoch_losses
-
-
-def model_logits(model, inputs):
-    """Run ``model`` on ``inputs`` and return its logits, on the device the inputs came on.
-
-    Args:
-        model: a module returning a tensor, or an output object with ``.logits`` (Hugging Face).
-        inputs: a tensor (called as ``model(inputs)``) or a dict of tensors (``model(**inputs)``).
-            They are copied to the model's device first when it differs.
-    """
-    model_device = _device_of(model, "model")
-    if isinstance(inputs, Mapping):
-        inputs_device = next(iter(inputs.values())).device
-        output = model(**{key: value.to(model_device) for key, value in inputs.items()})
-    else:
-        inputs_device = inputs.device
-        output = model(inputs.to(model_device))
-    logits = output if isinstance(output, torch.Tensor) else getattr(output, "logits", None)
-    if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"{type(model).__name__} returned {type(output).__name__}: expected a "
-                        "logits tensor or an output with a .logits tensor")
-    return logits.to(inputs_device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,7 +230,7 @@ def evenly_spaced_layers(num_teacher_layers, num_student_layers):
     Returns:
         A strictly increasing list of k ints in ``[0, L)``.
     """
-    _check_layer_counts(num_teacher_layers, num_student_layers)
+    check_layer_counts(num_teacher_layers, num_student_layers)
     # BEGIN SOLUTION Exercise 3.3: the k evenly spaced teacher layer indices (first and last kept; k = 1 keeps layer 0)
     if num_student_layers == 1:
         return [0]
@@ -300,7 +265,7 @@ def make_bert_student(teacher, num_layers=None):
     if num_layers is None:
         num_layers = (num_teacher_layers + 1) // 2
     layer_ids = evenly_spaced_layers(num_teacher_layers, num_layers)
-    student = _new_bert_like(teacher, num_layers)  # random weights, all overwritten below
+    student = new_bert_like(teacher, num_layers)  # random weights, all overwritten below
     # Hints: student.bert.embeddings, student.bert.encoder.layer[i] and student.cls are modules
     # like the teacher's; module.load_state_dict(other.state_dict()) copies values (no sharing).
     # BEGIN SOLUTION Exercise 3.4: copy the teacher's embeddings, masked-LM head and chosen layers into the student
@@ -310,157 +275,3 @@ def make_bert_student(teacher, num_layers=None):
     student.cls.load_state_dict(teacher.cls.state_dict())
     # END SOLUTION
     return student.eval()
-
-
-def _new_bert_like(teacher, num_layers):
-    """A randomly initialised BertForMaskedLM with the teacher's config but ``num_layers`` layers.
-
-    On the teacher's device and dtype. The global torch RNG is left as it was.
-    """
-    from transformers import BertForMaskedLM
-
-    config = copy.deepcopy(teacher.config)
-    config.num_hidden_layers = num_layers
-    with torch.random.fork_rng(devices=[]):
-        student = BertForMaskedLM(config)
-    reference = next(teacher.parameters())
-    return student.to(device=reference.device, dtype=reference.dtype)
-
-
-# --------------------------------------------------------------------------------------------
-# Checks and batch plumbing (given)
-# --------------------------------------------------------------------------------------------
-
-def _is_real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _check_temperature(temperature):
-    if not (_is_real(temperature) and math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a finite number > 0 (1 = plain softmax, "
-                         f"larger = softer), got {temperature!r}")
-
-
-def _check_distillation_inputs(student_logits, teacher_logits, temperature, mask):
-    _check_temperature(temperature)
-    for name, logits in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
-        if not (isinstance(logits, torch.Tensor) and logits.is_floating_point()):
-            raise TypeError(f"{name} must be a floating-point tensor, got "
-                            f"{getattr(logits, 'dtype', type(logits).__name__)}")
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student_logits {tuple(student_logits.shape)} and teacher_logits "
-                         f"{tuple(teacher_logits.shape)} must have the same shape")
-    if student_logits.dim() < 2:
-        raise ValueError(f"logits must be (N, C) or (B, L, C), got shape {tuple(student_logits.shape)}")
-    if student_logits.device != teacher_logits.device:
-        raise ValueError(f"student_logits are on {student_logits.device} but teacher_logits on "
-                         f"{teacher_logits.device}")
-    if mask is None:
-        return
-    positions = tuple(student_logits.shape[:-1])
-    if not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool):
-        raise TypeError(f"mask must be a bool tensor of shape {positions} (True = counts), got "
-                        f"{getattr(mask, 'dtype', type(mask).__name__)}; e.g. attention_mask == 1")
-    if tuple(mask.shape) != positions:
-        raise ValueError(f"mask has shape {tuple(mask.shape)}; it must have the logits' shape "
-                         f"without the class dimension, {positions}")
-    if mask.device != student_logits.device:
-        raise ValueError(f"mask is on {mask.device} but the logits are on {student_logits.device}")
-    if not mask.any():
-        raise ValueError("mask selects no position: at least one position must count")
-
-
-def _check_hyperparameters(temperature, alpha, num_epochs, learning_rate):
-    _check_temperature(temperature)
-    if not (_is_real(alpha) and 0 <= alpha <= 1):
-        raise ValueError(f"alpha weighs the distillation term and must be in [0, 1] "
-                         f"(1 = teacher only, 0 = labels only), got {alpha!r}")
-    if not (isinstance(num_epochs, numbers.Integral) and not isinstance(num_epochs, bool)
-            and num_epochs >= 1):
-        raise ValueError(f"num_epochs must be an integer >= 1, got {num_epochs!r}")
-    if not (_is_real(learning_rate) and math.isfinite(learning_rate) and learning_rate > 0):
-        raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
-
-
-def _check_layer_counts(num_teacher_layers, num_student_layers):
-    for name, value in (("num_teacher_layers", num_teacher_layers),
-                        ("num_student_layers", num_student_layers)):
-        if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if num_student_layers > num_teacher_layers:
-        raise ValueError(f"the student cannot have more layers ({num_student_layers}) than the "
-                         f"teacher ({num_teacher_layers})")
-
-
-def _device_of(model, name):
-    parameter = next(model.parameters(), None)
-    if parameter is None:
-        raise ValueError(f"{name} ({type(model).__name__}) has no parameters")
-    return parameter.device
-
-
-def _trainable_parameters(student_model):
-    parameters = [p for p in student_model.parameters() if p.requires_grad]
-    if not parameters:
-        raise ValueError("student_model has no parameter that requires grad: nothing to train")
-    return parameters
-
-
-def _first_batch(train_data):
-    """The first batch of ``train_data``; a clear error when it is empty or not re-iterable."""
-    try:
-        iterator = iter(train_data)
-    except TypeError:
-        raise TypeError(f"train_data must be an iterable of batches (a DataLoader or a list), "
-                        f"got {type(train_data).__name__}") from None
-    if iterator is train_data:
-        raise TypeError("train_data is a one-shot iterator (e.g. a generator): it would be empty "
-                        "after the first epoch; pass a DataLoader or a list of batches")
-    try:
-        return next(iterator)
-    except StopIteration:
-        raise ValueError("train_data is empty: it yielded no batch") from None
-
-
-def _unpack_batch(batch, device):
-    """``(inputs, labels, kd_mask)`` of one batch, moved to ``device``.
-
-    ``(inputs, labels)`` -> ``(inputs, labels, None)``. A dict -> every entry but ``labels`` as
-    the model inputs, its ``labels``, and ``attention_mask == 1`` as the distillation mask
-    (None without an attention mask).
-    """
-    if isinstance(batch, Mapping):
-        if "labels" not in batch:
-            raise ValueError(f"a dict batch needs 'labels' (-100 = ignored), got keys {sorted(batch)}")
-        for key, value in batch.items():
-            if not isinstance(value, torch.Tensor):
-                raise TypeError(f"batch[{key!r}] must be a tensor, got {type(value).__name__}")
-        inputs = {key: value.to(device) for key, value in batch.items() if key != "labels"}
-        kd_mask = inputs["attention_mask"] == 1 if "attention_mask" in inputs else None
-        return inputs, batch["labels"].to(device), kd_mask
-    if (isinstance(batch, (tuple, list)) and len(batch) == 2
-            and all(isinstance(part, torch.Tensor) for part in batch)):
-        inputs, labels = batch
-        return inputs.to(device), labels.to(device), None
-    raise TypeError("each batch must be a pair of tensors (inputs, labels) or a dict with "
-                    f"'input_ids', 'attention_mask' and 'labels', got {type(batch).__name__}")
-
-
-def _check_outputs_match(teacher_model, student_model, inputs, labels):
-    """Run one batch through both models (eval mode, no grad) and compare the output shapes."""
-    student_was_training = student_model.training
-    student_model.eval()
-    try:
-        with torch.no_grad():
-            teacher_logits = model_logits(teacher_model, inputs)
-            student_logits = model_logits(student_model, inputs)
-    finally:
-        student_model.train(student_was_training)
-    if teacher_logits.shape != student_logits.shape:
-        raise ValueError(f"teacher and student outputs differ in shape on the first batch: teacher "
-                         f"{tuple(teacher_logits.shape)}, student {tuple(student_logits.shape)}; "
-                         "distillation needs the same classes (or vocabulary) in the same order")
-    if labels.shape != student_logits.shape[:-1]:
-        raise ValueError(f"labels have shape {tuple(labels.shape)} but the logits "
-                         f"{tuple(student_logits.shape)}: labels must have the logits' shape "
-                         "without the class dimension")

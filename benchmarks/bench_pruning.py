@@ -7,23 +7,25 @@ neurons and attention heads (``shrink_bert`` at 20%, 40%).
 
 Latency: one fixed batch of token ids, built before any timer; warm-up runs; then the models take
 turns (round robin) for ``--repeats`` rounds, and the median (with min-max) is reported. Size:
-``pruning.size_report`` (dense bytes as stored, and bytes in CSR).
+``given.sizes.size_report`` (dense bytes as stored, and bytes in CSR).
 
 Run from the project root:  python benchmarks/bench_pruning.py  (about 2 minutes on 2 cores).
 Goal: structured 40% at least 1.3x faster than dense.
 """
 import argparse
 import copy
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pruning import apply_weight_pruning, shrink_bert, size_report, sparsity  # noqa: E402
+from given.bert_surgery import shrink_bert  # noqa: E402
+from given.pruning_tools import sparsity  # noqa: E402
+from given.sizes import size_report  # noqa: E402
+from given.timing import time_interleaved  # noqa: E402
+from pruning import apply_weight_pruning  # noqa: E402
 
 
 def build_models():
@@ -44,17 +46,10 @@ def build_models():
 
 def time_models(models, inputs, warmup, repeats):
     """Median, min and max seconds per forward pass of each model, timed in turns."""
-    times = {label: [] for label, _ in models}
     with torch.inference_mode():
-        for _ in range(warmup):
-            for _, model in models:
-                model(**inputs)
-        for _ in range(repeats):
-            for label, model in models:
-                start = time.perf_counter()
-                model(**inputs)
-                times[label].append(time.perf_counter() - start)
-    return {label: (statistics.median(t), min(t), max(t)) for label, t in times.items()}
+        stats = time_interleaved({label: (lambda model=model: model(**inputs)) for label, model in models},
+                                 warmup=warmup, repeats=repeats)
+    return {label: (s["median"], s["min"], s["max"]) for label, s in stats.items()}
 
 
 def main():

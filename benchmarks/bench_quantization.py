@@ -11,25 +11,20 @@ the same (768 -> 3072) weight, the median time and the relative error to the flo
 It prints ratios measured in this run; nothing here is a pass/fail test.
 """
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from quantization import QuantizedLinear, mixed_precision_forward  # noqa: E402
+from given.quantized_linear import QuantizedLinear  # noqa: E402
+from given.timing import time_call  # noqa: E402
+from quantization import mixed_precision_forward  # noqa: E402
 
 
 def median_ms(function, repeats):
-    function()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times), 1000 * (max(times) - min(times))
+    stats = time_call(function, warmup=1, repeats=repeats)
+    return 1000 * stats["median"], 1000 * (stats["max"] - stats["min"])
 
 
 def bitsandbytes_layer(linear, threshold):

@@ -1,8 +1,9 @@
 """Shared pytest set-up for the autograder.
 
 Conventions every test file follows (the grader relies on them):
-- one exercise marker per graded test, usually as a module-level ``pytestmark``
-  (``ex1_quantization``, ``ex2_pruning``, ``ex3_distillation``);
+- one marker per test, usually as a module-level ``pytestmark``: an exercise marker
+  (``ex1_quantization``, ``ex2_pruning``, ``ex3_distillation``: graded) or ``given_code`` (tests of
+  the given measuring code: never graded); see ``given/manifest.py``;
 - ``@pytest.mark.points(n)`` gives the test's weight (1 when absent);
 - every test starts from the same seeds, so a submission gets the same score every run;
 - heavy tests carry ``@pytest.mark.slow`` and run only with ``--run-slow``.
@@ -15,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-if str(PROJECT_ROOT) not in sys.path:  # tests import the modules flat: `from quantization import ...`
-    sys.path.insert(0, str(PROJECT_ROOT))
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:  # tests import the modules flat: `from quantization import ...`, `import given...`
+    sys.path.insert(0, _ROOT)
 
-EXERCISE_MARKERS = ("ex1_quantization", "ex2_pruning", "ex3_distillation", "ex4_evaluation")
+from given.manifest import SHARED_DATA_DIR, TEST_MARKERS  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -31,7 +32,7 @@ def pytest_collection_modifyitems(config, items):
     run_slow = config.getoption("--run-slow")
     skip_slow = pytest.mark.skip(reason="slow test: run with --run-slow")
     for item in items:
-        found = [m for m in EXERCISE_MARKERS if item.get_closest_marker(m)]
+        found = [m for m in TEST_MARKERS if item.get_closest_marker(m)]
         if len(found) > 1:
             raise pytest.UsageError(f"{item.nodeid} carries several exercise markers: {found}")
         if not run_slow and item.get_closest_marker("slow"):
@@ -50,7 +51,6 @@ def _seed_everything():
 @pytest.fixture(scope="session")
 def shared_data_dir():
     """``../shared/data`` beside the project (offline wikitext-2 and BERT vocabulary); skip when absent."""
-    from evaluation import SHARED_DATA_DIR
     if not SHARED_DATA_DIR.is_dir():
         pytest.skip(f"offline assets not found at {SHARED_DATA_DIR}")
     return SHARED_DATA_DIR
@@ -62,5 +62,5 @@ def tiny_bert():
 
     Function-scoped: every test gets its own fresh copy, so no test can leak changes into another.
     """
-    from evaluation import random_bert
+    from given.models import random_bert
     return random_bert(seed=0)

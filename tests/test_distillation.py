@@ -15,7 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from distillation import (compute_distillation_loss, cross_entropy_loss, distill_model,
-                          evenly_spaced_layers, make_bert_student, model_logits)
+                          evenly_spaced_layers, make_bert_student)
+from given.distill_loop import model_logits
+from helpers import NO_DROPOUT, changed_entries, small_bert, state_copy
 
 pytestmark = pytest.mark.ex3_distillation
 
@@ -208,14 +210,6 @@ def reference_training(teacher, student, batches, temperature, alpha, num_epochs
     return student, epoch_losses
 
 
-def state_copy(model):
-    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-
-
-def changed_entries(model, before):
-    return [name for name, tensor in model.state_dict().items() if not torch.equal(tensor, before[name])]
-
-
 def assert_same_weights(actual, expected, what, atol=1e-5):
     for (name, a), b in zip(actual.state_dict().items(), expected.state_dict().values()):
         assert torch.allclose(a, b, atol=atol), (
@@ -320,12 +314,10 @@ def test_mixed_alpha_matches_a_hand_written_loop():
 # --------------------------------------------------------------------------------------------
 
 VOCAB = 1000
-NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
 
-def tiny_bert(seed, num_layers):
-    from evaluation import random_bert
-    return random_bert(seed=seed, vocab_size=VOCAB, num_hidden_layers=num_layers, **NO_DROPOUT)
+def seeded_bert(seed, num_layers):
+    return small_bert(seed=seed, vocab_size=VOCAB, num_hidden_layers=num_layers, **NO_DROPOUT)
 
 
 def masked_lm_batch():
@@ -344,7 +336,7 @@ def masked_lm_batch():
 
 @pytest.mark.points(2)
 def test_distill_bert_with_dict_batches():
-    teacher, student = tiny_bert(seed=0, num_layers=2), tiny_bert(seed=1, num_layers=1)
+    teacher, student = seeded_bert(seed=0, num_layers=2), seeded_bert(seed=1, num_layers=1)
     with torch.no_grad():  # a confident teacher: a random BERT's outputs are nearly uniform
         teacher.cls.predictions.transform.LayerNorm.weight.mul_(10.0)
     batch = masked_lm_batch()
@@ -404,7 +396,7 @@ def layer_mapped_name(name, layer_ids):
 
 @pytest.mark.points(2)
 def test_make_bert_student_copies_the_chosen_layers():
-    teacher = tiny_bert(seed=0, num_layers=4)
+    teacher = seeded_bert(seed=0, num_layers=4)
     student = make_bert_student(teacher, num_layers=2)
     assert student.config.num_hidden_layers == 2 and len(student.bert.encoder.layer) == 2, (
         "a 2-layer student of a 4-layer teacher needs 2 encoder layers")
@@ -427,7 +419,7 @@ def test_make_bert_student_copies_the_chosen_layers():
 
 @pytest.mark.points(1)
 def test_make_bert_student_default_is_an_independent_half_depth_copy():
-    teacher = tiny_bert(seed=0, num_layers=4)
+    teacher = seeded_bert(seed=0, num_layers=4)
     teacher_before = state_copy(teacher)
     student = make_bert_student(teacher)
     assert student.config.num_hidden_layers == 2, "by default the student keeps every other layer (4 -> 2)"
@@ -576,8 +568,7 @@ def test_evenly_spaced_layers_rejects_bad_counts(teacher_layers, student_layers)
 
 @pytest.mark.points(0)
 def test_make_bert_student_rejects_bad_input():
-    from evaluation import random_bert
-    teacher = random_bert(seed=0, vocab_size=100)
+    teacher = small_bert(seed=0, vocab_size=100)
     with pytest.raises(ValueError, match="more layers"):
         make_bert_student(teacher, num_layers=3)
     with pytest.raises(ValueError, match="num_student_layers"):

@@ -13,10 +13,13 @@ import pytest
 import torch
 from torch import nn
 
-import evaluation as ev
-from evaluation import IGNORE_INDEX, MaskedEvalSet
+import given.evaluation as ev
+import given.models as models
+import given.sizes as sizes
+from given.manifest import PROJECT_ROOT
+from given.evaluation import IGNORE_INDEX, MaskedEvalSet
 
-pytestmark = pytest.mark.ex4_evaluation
+pytestmark = pytest.mark.given_code
 
 PAD, UNK, CLS, SEP, MASK = 0, 100, 101, 102, 103
 SPECIALS = [PAD, UNK, CLS, SEP, MASK]
@@ -35,13 +38,13 @@ def windows(rows, seq_len):
 @pytest.fixture(scope="module")
 def sample_tokenizer():
     """The offline tokenizer built from the built-in sample (no files needed)."""
-    return ev._builtin_sample_tokenizer()
+    return models._builtin_sample_tokenizer()
 
 
 @pytest.fixture
 def sample_bert(sample_tokenizer):
     """A seeded random BERT-tiny whose vocabulary is the sample tokenizer's (small and fast)."""
-    return ev.random_bert(seed=0, vocab_size=len(sample_tokenizer))
+    return models.random_bert(seed=0, vocab_size=len(sample_tokenizer))
 
 
 # ---------------------------------------------------------------------------------- windows, masks
@@ -96,14 +99,14 @@ def test_masks_are_identical_across_calls_and_leave_the_global_rng_alone():
 
 
 def test_eval_set_is_fixed_once_and_the_same_for_every_model(sample_tokenizer, sample_bert):
-    texts = ev.BUILTIN_TEXT_SAMPLE.splitlines(keepends=True)
+    texts = models.BUILTIN_TEXT_SAMPLE.splitlines(keepends=True)
     first = ev.build_masked_eval_set(texts, sample_tokenizer, seq_len=32, seed=0)
     second = ev.build_masked_eval_set(texts, sample_tokenizer, seq_len=32, seed=0)
     for name in ("input_ids", "attention_mask", "labels"):
         assert torch.equal(getattr(first, name), getattr(second, name)), f"{name} differs between calls"
     snapshot = {name: getattr(first, name).clone() for name in ("input_ids", "attention_mask", "labels")}
     ev.masked_lm_perplexity(sample_bert, first)
-    ev.masked_lm_perplexity(ev.random_bert(seed=1, vocab_size=len(sample_tokenizer)), first)
+    ev.masked_lm_perplexity(models.random_bert(seed=1, vocab_size=len(sample_tokenizer)), first)
     for name, tensor in snapshot.items():
         assert torch.equal(getattr(first, name), tensor), f"evaluating a model changed the eval set's {name}"
     real_tokens = first.attention_mask.sum() - 2 * len(first)  # minus [CLS] and [SEP] per window
@@ -125,7 +128,7 @@ def test_bad_inputs_give_clear_errors(sample_tokenizer):
     with pytest.raises(ValueError, match="empty"):
         ev.tokenize_stream(["", " \n"], sample_tokenizer)
     with pytest.raises(FileNotFoundError, match="no tokenizer"):
-        ev.load_tokenizer("./no/such/vocab.txt")
+        models.load_tokenizer("./no/such/vocab.txt")
     with pytest.raises(ValueError, match="split"):
         ev.load_wikitext_texts("valid", path=".")
 
@@ -164,7 +167,7 @@ def test_perplexity_is_token_weighted_and_ignores_padding_and_specials():
 
 
 def test_bert_perplexity_matches_hugging_face_loss_for_any_batch_size(sample_tokenizer, sample_bert):
-    texts = ev.BUILTIN_TEXT_SAMPLE.splitlines(keepends=True)
+    texts = models.BUILTIN_TEXT_SAMPLE.splitlines(keepends=True)
     eval_set = ev.build_masked_eval_set(texts, sample_tokenizer, seq_len=64)
     with torch.no_grad():  # reference: HF's own loss on the whole set in one batch (mean over labels)
         reference = sample_bert(input_ids=eval_set.input_ids, attention_mask=eval_set.attention_mask,
@@ -181,13 +184,13 @@ def test_bert_perplexity_matches_hugging_face_loss_for_any_batch_size(sample_tok
 def test_size_counts_parameters_and_buffers_as_stored_and_tied_weights_once():
     linear = nn.Linear(10, 5)
     linear.register_buffer("steps", torch.zeros(3, dtype=torch.int64))
-    assert ev.model_size_bytes(linear) == (50 + 5) * 4 + 3 * 8
-    assert ev.model_size_bytes(nn.Linear(10, 5).half()) == (50 + 5) * 2
+    assert sizes.stored_bytes(linear) == (50 + 5) * 4 + 3 * 8
+    assert sizes.stored_bytes(nn.Linear(10, 5).half()) == (50 + 5) * 2
 
     tied = nn.Sequential(nn.Embedding(7, 4), nn.Linear(4, 7, bias=False))
     tied[1].weight = tied[0].weight
-    assert ev.model_size_bytes(tied) == 7 * 4 * 4, "a tied weight is stored once"
-    assert ev.storage_dtypes(tied) == "float32"
+    assert sizes.stored_bytes(tied) == 7 * 4 * 4, "a tied weight is stored once"
+    assert sizes.storage_dtypes(tied) == "float32"
 
 
 def test_size_includes_bitsandbytes_storage_and_quantization_state():
@@ -196,14 +199,14 @@ def test_size_includes_bitsandbytes_storage_and_quantization_state():
     int8.weight = bnb.nn.Int8Params(torch.randn(8, 16), requires_grad=False, has_fp16_weights=False)
     int8 = int8.to("cpu")  # quantizes
     assert int8.weight.dtype == torch.int8
-    assert ev.model_size_bytes(int8) == 8 * 16 + 8 * 4 + 8 * 4, "int8 weight + fp32 row scales (SCB) + bias"
+    assert sizes.stored_bytes(int8) == 8 * 16 + 8 * 4 + 8 * 4, "int8 weight + fp32 row scales (SCB) + bias"
 
     nf4 = bnb.nn.Linear4bit(128, 8, quant_type="nf4", compress_statistics=False)
     nf4.weight = bnb.nn.Params4bit(torch.randn(8, 128), requires_grad=False, quant_type="nf4",
                                    compress_statistics=False)
     nf4 = nf4.to("cpu")
     packed, absmax, code, bias = 8 * 128 // 2, 8 * 128 // 64 * 4, 16 * 4, 8 * 4
-    assert ev.model_size_bytes(nf4) == packed + absmax + code + bias, (
+    assert sizes.stored_bytes(nf4) == packed + absmax + code + bias, (
         "4-bit: two weights per byte + one fp32 absmax per 64-weight block + the 16-level code book + bias")
 
 
@@ -233,7 +236,7 @@ def test_latency_reports_sane_fields_and_warms_up():
 
 
 def test_measure_gives_a_row_and_the_summary_files(tmp_path, sample_tokenizer, sample_bert):
-    texts = ev.BUILTIN_TEXT_SAMPLE.splitlines(keepends=True)
+    texts = models.BUILTIN_TEXT_SAMPLE.splitlines(keepends=True)
     eval_set = ev.build_masked_eval_set(texts, sample_tokenizer, seq_len=64)
     batch = ev.make_latency_batch(eval_set, batch_size=2)
     rows = [ev.measure(sample_bert, eval_set, batch, "FP32", repeats=2, progress=False),
@@ -258,7 +261,7 @@ def test_measure_gives_a_row_and_the_summary_files(tmp_path, sample_tokenizer, s
 def test_tokenizer_from_the_shared_vocabulary(shared_data_dir):
     vocab = shared_data_dir / "bert-base-uncased-vocab" / "vocab.txt"
     for source in (vocab, vocab.parent):
-        tokenizer = ev.load_tokenizer(source)
+        tokenizer = models.load_tokenizer(source)
         ids = tokenizer("Hello World, compression is fun!")["input_ids"]
         assert ids == [101, 7592, 2088, 1010, 13379, 2003, 4569, 999, 102], f"from {source}: got {ids}"
 
@@ -267,26 +270,26 @@ def test_local_wikitext_gives_the_hub_rows_and_token_count(shared_data_dir):
     rows = ev.load_wikitext_texts("test", shared_data_dir / "wikitext-2-raw-v1")
     assert len(rows) == 4358 and sum(1 for row in rows if row) == 2891
     assert rows[:2] == ["", " = Robert Boulter = \n"], "whitespace-only rows become '' as on the hub"
-    tokenizer = ev.load_tokenizer(shared_data_dir / "bert-base-uncased-vocab" / "vocab.txt")
+    tokenizer = models.load_tokenizer(shared_data_dir / "bert-base-uncased-vocab" / "vocab.txt")
     assert len(ev.tokenize_stream(rows, tokenizer)) == 273_178
 
 
 def test_offline_fallback_is_loud_and_loadable(tmp_path, monkeypatch, capsys):
     with pytest.warns(RuntimeWarning, match="SEEDED RANDOM BERT"):
-        resolved = ev.resolve_model(offline=True, fallback_dir=tmp_path / "tiny")
+        resolved = models.resolve_model(offline=True, fallback_dir=tmp_path / "tiny")
     assert resolved.is_random_fallback and "SEEDED RANDOM BERT" in capsys.readouterr().out
-    model = ev.load_bert(resolved.path, device="cpu")
+    model = models.load_bert(resolved.path, device="cpu")
     assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 128
-    assert ev.load_tokenizer(resolved.path).mask_token_id == resolved.tokenizer.mask_token_id
+    assert models.load_tokenizer(resolved.path).mask_token_id == resolved.tokenizer.mask_token_id
 
     monkeypatch.setattr(ev, "SHARED_WIKITEXT_DIR", tmp_path / "absent")
     with pytest.warns(RuntimeWarning, match="BUILT-IN TEXT SAMPLE"):
         rows = ev.load_wikitext_texts("test", offline=True)
-    assert "".join(rows) == ev.BUILTIN_TEXT_SAMPLE
+    assert "".join(rows) == models.BUILTIN_TEXT_SAMPLE
 
 
 def test_builtin_sample_tokenizer_covers_the_sample(sample_tokenizer):
-    ids = ev.tokenize_stream(ev.BUILTIN_TEXT_SAMPLE, sample_tokenizer)
+    ids = ev.tokenize_stream(models.BUILTIN_TEXT_SAMPLE, sample_tokenizer)
     assert sample_tokenizer.unk_token_id not in ids.tolist()
     assert {sample_tokenizer.pad_token_id, sample_tokenizer.mask_token_id} <= set(sample_tokenizer.all_special_ids)
 
@@ -294,7 +297,7 @@ def test_builtin_sample_tokenizer_covers_the_sample(sample_tokenizer):
 # ---------------------------------------------------------------------------------- distillation hook
 
 def test_mlm_batches_are_seeded_and_cover_the_requested_steps(sample_tokenizer):
-    texts = ev.BUILTIN_TEXT_SAMPLE.splitlines(keepends=True)
+    texts = models.BUILTIN_TEXT_SAMPLE.splitlines(keepends=True)
     first = ev.make_mlm_batches(texts, sample_tokenizer, num_batches=5, batch_size=4, seq_len=32, seed=3)
     again = ev.make_mlm_batches(texts, sample_tokenizer, num_batches=5, batch_size=4, seq_len=32, seed=3)
     assert len(first) == 5 and all(batch["input_ids"].shape == (4, 32) for batch in first)
@@ -308,7 +311,7 @@ def test_distill_bert_student_in_one_call(sample_tokenizer, sample_bert):
         pytest.skip("distillation.make_bert_student not available")
     teacher_state = {k: v.clone() for k, v in sample_bert.state_dict().items()}
     try:
-        student, losses = ev.distill_bert_student(sample_bert, ev.BUILTIN_TEXT_SAMPLE.splitlines(True),
+        student, losses = ev.distill_bert_student(sample_bert, models.BUILTIN_TEXT_SAMPLE.splitlines(True),
                                                   sample_tokenizer, num_layers=1, steps=2, epochs=2,
                                                   batch_size=2, seq_len=32, progress=False)
     except NotImplementedError as error:
@@ -320,7 +323,7 @@ def test_distill_bert_student_in_one_call(sample_tokenizer, sample_bert):
 # ---------------------------------------------------------------------------------- the notebook
 
 def load_runner():
-    spec = importlib.util.spec_from_file_location("run_notebook", ev.PROJECT_ROOT / "tools" / "run_notebook.py")
+    spec = importlib.util.spec_from_file_location("run_notebook", PROJECT_ROOT / "tools" / "run_notebook.py")
     runner = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(runner)
     return runner
@@ -346,7 +349,7 @@ def test_runner_injects_parameters_after_the_parameters_cell_papermill_style():
 
 def test_notebook_has_the_parameters_and_the_sections():
     nbformat = pytest.importorskip("nbformat")
-    notebook = nbformat.read(ev.PROJECT_ROOT / "model compression and pruning.ipynb", as_version=4)
+    notebook = nbformat.read(PROJECT_ROOT / "model compression and pruning.ipynb", as_version=4)
     nbformat.validate(notebook)
     tagged = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
     assert len(tagged) == 1 and "MODEL_NAME_OR_PATH" in tagged[0].source and "EVAL_TOKENS" in tagged[0].source
@@ -361,7 +364,7 @@ def test_notebook_has_the_parameters_and_the_sections():
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_notebook_runs_offline_end_to_end(tmp_path):
-    runner = ev.PROJECT_ROOT / "tools" / "run_notebook.py"
+    runner = PROJECT_ROOT / "tools" / "run_notebook.py"
     completed = subprocess.run([sys.executable, str(runner), "--offline", "--output-dir", str(tmp_path)],
                                capture_output=True, text=True, timeout=880)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]

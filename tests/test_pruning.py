@@ -12,9 +12,11 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from pruning import (apply_nm_pruning, apply_weight_pruning, load_shrunk_bert, nm_sparsity_mask,
-                     prune_bert_ffn_neurons, prune_bert_heads, prune_output_neurons, shrink_bert,
-                     shrink_linear, size_report, sparsity)
+from given.bert_surgery import load_shrunk_bert, prune_bert_ffn_neurons, prune_bert_heads, shrink_bert
+from given.pruning_tools import apply_nm_pruning, prune_output_neurons, sparsity
+from given.sizes import size_report
+from helpers import bert_inputs, bert_output, small_bert as seeded_small_bert
+from pruning import apply_weight_pruning, nm_sparsity_mask, shrink_linear
 
 pytestmark = pytest.mark.ex2_pruning
 
@@ -304,9 +306,8 @@ def test_shrink_linear_keeps_rows_or_columns():
 
 def small_bert(model_class=None):
     """Seeded BERT-tiny shape with 4 heads of 32 (more heads to choose from) and a 1,000-token vocabulary."""
-    from evaluation import random_bert
     if model_class is None:
-        return random_bert(seed=0, vocab_size=1000, num_attention_heads=4)
+        return seeded_small_bert(num_attention_heads=4)
     from transformers import BertConfig
     torch.manual_seed(0)
     config = BertConfig(vocab_size=1000, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -349,19 +350,6 @@ def zeroed_reference(model, ffn_fraction=0.0, head_fraction=0.0):
             for h in removed_heads[index]:
                 attention.output.dense.weight[:, h * size:(h + 1) * size] = 0
     return reference, removed_heads
-
-
-def bert_inputs():
-    input_ids = torch.randint(0, 1000, (2, 11))
-    attention_mask = torch.ones_like(input_ids)
-    attention_mask[1, 7:] = 0  # padding in the second sequence
-    return dict(input_ids=input_ids, attention_mask=attention_mask)
-
-
-def bert_output(model, inputs):
-    with torch.no_grad():
-        output = model(**inputs)
-    return output.logits if hasattr(output, "logits") else output.last_hidden_state
 
 
 def parameter_count(model):

@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from quantization import (QUANTIZATION_FORMATS, QuantizedLinear, QuantizedVector,
-                          fp16_matmul, int8_matmul_int32, mixed_precision_forward, outlier_columns,
-                          quantize_model)
+from given.matmul import fp16_matmul, int8_matmul_int32
+from given.quantized_linear import QuantizedLinear, quantize_model
+from given.quantized_vector import QUANTIZATION_FORMATS, QuantizedVector
+from quantization import mixed_precision_forward, outlier_columns
 
 pytestmark = pytest.mark.ex1_quantization
 
@@ -181,7 +182,7 @@ def test_memory_bytes_per_format():
     assert QuantizedVector(v, "int8").memory_bytes() == 100 + 4
     assert QuantizedVector(v, "fp16").memory_bytes() == 200
     assert QuantizedVector(v, "1bit").memory_bytes() == 13 + 4  # ceil(100 / 8) + scale
-    assert QuantizedVector(v, "1.58bit").memory_bytes() == 20 + 4  # ceil(100 * log2(3) / 8) + scale
+    assert QuantizedVector(v, "1.58bit").memory_bytes() == 20 + 4  # ceil(100 / 5): 5 ternary values a byte, + scale
     assert QuantizedVector(v.reshape(10, 10), "int8", dim=1).memory_bytes() == 100 + 10 * 4
 
 
@@ -233,8 +234,8 @@ def test_int8_matmul_accumulates_in_int32_without_wrap_around():
 @pytest.mark.points(0)
 def test_int8_matmul_fallback_is_exact(monkeypatch):
     """Given helper: without torch._int_mm (old torch, odd CUDA shapes) the float64 path is used."""
-    import quantization
-    monkeypatch.setattr(quantization, "_int_mm_supported", lambda a, b: False)
+    import given.matmul
+    monkeypatch.setattr(given.matmul, "_int_mm_supported", lambda a, b: False)
     a = torch.randint(-127, 128, (5, 300), dtype=torch.int8)
     b = torch.randint(-127, 128, (300, 7), dtype=torch.int8)
     expected = a.to(torch.int64) @ b.to(torch.int64)

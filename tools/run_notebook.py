@@ -20,9 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK = PROJECT_ROOT / "model compression and pruning.ipynb"
-SHARED_WIKITEXT_DIR = PROJECT_ROOT.parent / "shared" / "data" / "wikitext-2-raw-v1"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project root: given.manifest
+from given.manifest import NOTEBOOK, PROJECT_ROOT, SHARED_DATA_DIR  # noqa: E402
+
+SHARED_WIKITEXT_DIR = SHARED_DATA_DIR / "wikitext-2-raw-v1"
 
 
 def parse_assignment(text):

@@ -1,103 +1,36 @@
-"""Exercise 4 support: load BERT and wikitext, and measure size, perplexity and latency honestly.
+"""The measuring code behind the notebook (Exercise 4; given code): every technique measured the same way.
 
-Given code (not a student exercise): the notebook imports it so that every technique is measured
-the same way. Read it top to bottom:
+Read it top to bottom:
 
-1. Loading: ``load_tokenizer``, ``load_bert``, ``resolve_model``, ``load_wikitext_texts``. The hub
-   is the default (Colab); local paths work offline; with no hub and no path, a loud fallback to a
-   seeded random BERT-tiny and a small text sample keeps every notebook cell running.
+1. Text: ``load_wikitext_texts`` (the hub by default, a local folder offline, a loud fallback to a
+   small built-in sample). Models and tokenizers: ``given/models.py``.
 2. Perplexity: ``build_masked_eval_set`` fixes the masked inputs once (seeded, independent of any
    model or device); ``masked_lm_perplexity`` scores every model on exactly those tokens.
 3. Latency: ``make_latency_batch`` + ``measure_latency`` (warm-up, median and quartiles of repeats).
-4. Size: ``model_size_bytes`` (parameters + buffers as stored, bitsandbytes states included).
-5. ``measure`` gives one table row; ``results_table``, the plots and ``save_results`` the summary.
-6. ``distill_bert_student``: Exercise 3 on wikitext in one call.
+4. ``measure`` gives one table row; ``results_table``, the plots and ``save_results`` the summary.
+5. ``distill_bert_student``: Exercise 3 on wikitext in one call.
 """
 import contextlib
 import json
 import math
-import os
-import random
-import re
-import socket
-import statistics
-import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
+from transformers import set_seed
 
-PROJECT_ROOT = Path(__file__).resolve().parent
-SHARED_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
-"""Offline assets (wikitext-2 raw, BERT uncased vocabulary) on the course machines; see README."""
+from given.manifest import SHARED_DATA_DIR
+from given.models import BUILTIN_TEXT_SAMPLE, announce, hub_reachable
+from given.sizes import stored_bytes, storage_dtypes
+from given.timing import time_call
+from given.torch_utils import IGNORE_INDEX, model_device
 
-BERT_TINY_SHAPE = dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2,
-                       intermediate_size=512)
-"""Google's BERT-tiny (google/bert_uncased_L-2_H-128_A-2) shape, used for offline runs and tests."""
-
-DEFAULT_MODEL = "google-bert/bert-base-uncased"
 WIKITEXT_HUB_ID = "Salesforce/wikitext"
 """The hub's ``wikitext`` dataset under its current, future-proof name (``wikitext`` is an alias)."""
 SHARED_WIKITEXT_DIR = SHARED_DATA_DIR / "wikitext-2-raw-v1"
-SHARED_VOCAB_FILE = SHARED_DATA_DIR / "bert-base-uncased-vocab" / "vocab.txt"
 PUBLISHED_BERT_BASE_PERPLEXITY = 4.0
 """About 4: bert-base-uncased, 15% of wikitext-2 tokens masked (the anchor the notebook prints)."""
-
-IGNORE_INDEX = -100
-"""Label of every position that is not scored (PyTorch's and Hugging Face's convention)."""
-
-
-def random_bert(seed=0, vocab_size=30522, **shape):
-    """A seeded, randomly initialised ``BertForMaskedLM`` in eval mode.
-
-    Args:
-        seed: torch seed for the initialisation; the same seed gives the same weights.
-        vocab_size: 30,522 for Google's uncased WordPiece vocabulary.
-        **shape: ``BertConfig`` fields overriding ``BERT_TINY_SHAPE`` (e.g. ``num_hidden_layers=4``).
-    """
-    from transformers import BertConfig, BertForMaskedLM
-
-    config = BertConfig(vocab_size=vocab_size, **{**BERT_TINY_SHAPE, **shape})
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = BertForMaskedLM(config)
-    return model.eval()
-
-
-# ----------------------------------------------------------------------------------------------
-# Small utilities
-# ----------------------------------------------------------------------------------------------
-
-def set_seed(seed=0):
-    """Seed Python, NumPy and torch (CPU and every GPU)."""
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.cuda.manual_seed_all(seed)
-
-
-def default_device():
-    """``"cuda"`` when a GPU is visible, else ``"cpu"``."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def model_device(model):
-    """The device of the model's first parameter (or buffer); CPU for a model without tensors."""
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
-def announce(message):
-    """Say something important loudly: a ``RuntimeWarning`` and a banner in the output."""
-    warnings.warn(message, RuntimeWarning, stacklevel=2)
-    bar = "!" * 100
-    print(f"\n{bar}\n!!! {message}\n{bar}\n", flush=True)
 
 
 @contextlib.contextmanager
@@ -113,122 +46,8 @@ def skip_if_not_implemented(what):
 
 
 # ----------------------------------------------------------------------------------------------
-# 1. Loading: tokenizer, model, data (hub by default, local paths offline, loud fallback)
+# 1. Loading the text (hub by default, local paths offline, loud fallback)
 # ----------------------------------------------------------------------------------------------
-
-def hub_reachable(timeout=3.0):
-    """Whether the Hugging Face hub answers within ``timeout`` seconds (``HF_HUB_OFFLINE`` -> False).
-
-    A quick TCP probe: without it, an unreachable hub costs ~25 s of retries per file.
-    """
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-    try:
-        with socket.create_connection((endpoint.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _looks_like_local_path(name_or_path):
-    text = str(name_or_path)
-    return text.startswith((".", "/", "~")) or text.endswith((".txt", ".raw"))
-
-
-def load_tokenizer(name_or_path=DEFAULT_MODEL):
-    """A BERT WordPiece tokenizer from a hub id, a ``vocab.txt`` file, or a local folder.
-
-    A folder with ``tokenizer.json``/``tokenizer_config.json`` loads with ``AutoTokenizer``; a
-    ``vocab.txt`` file (or a folder holding only one) builds ``BertTokenizerFast(vocab=path)``,
-    lower-casing as Google's uncased BERT does. (In transformers 5, ``vocab_file=`` silently maps
-    every token to [UNK]; ``vocab=`` does not.)
-    """
-    from transformers import AutoTokenizer, BertTokenizerFast
-
-    path = Path(name_or_path).expanduser()
-    if path.is_dir() and ((path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()):
-        return AutoTokenizer.from_pretrained(str(path))
-    if path.is_dir() and (path / "vocab.txt").is_file():
-        path = path / "vocab.txt"
-    if path.is_file():
-        return BertTokenizerFast(vocab=str(path), do_lower_case=True)
-    if path.exists() or _looks_like_local_path(name_or_path):
-        raise FileNotFoundError(f"no tokenizer at {name_or_path!r}: give a hub id, a vocab.txt file, "
-                                "or a folder with tokenizer.json, tokenizer_config.json or vocab.txt")
-    return AutoTokenizer.from_pretrained(str(name_or_path))
-
-
-def load_bert(name_or_path=DEFAULT_MODEL, *, quantization_config=None, dtype=None, device=None):
-    """A ``BertForMaskedLM`` in eval mode, from a hub id or a ``save_pretrained`` folder.
-
-    Args:
-        quantization_config: e.g. ``BitsAndBytesConfig(load_in_8bit=True)``; the model is then
-            quantized while loading, straight onto ``device`` (transformers 5 has no
-            ``load_in_8bit=`` keyword: this is the way).
-        dtype: ``torch.float16``/``torch.bfloat16`` to cast an unquantized model; None keeps fp32.
-        device: where the model runs; default ``default_device()``.
-    """
-    from transformers import BertForMaskedLM
-
-    device = torch.device(device or default_device())
-    if quantization_config is not None:
-        if dtype is not None:
-            raise ValueError("give either quantization_config or dtype, not both")
-        model = BertForMaskedLM.from_pretrained(str(name_or_path), quantization_config=quantization_config,
-                                                device_map=str(device))
-        return model.eval()
-    model = BertForMaskedLM.from_pretrained(str(name_or_path))
-    if dtype is not None:
-        model = model.to(dtype)
-    return model.to(device).eval()
-
-
-@dataclass
-class ResolvedModel:
-    """Where the notebook loads its BERT from, and whether it is the real thing."""
-
-    path: str
-    """Hub id or local folder: ``load_bert(path, ...)`` reloads it (bitsandbytes needs that)."""
-    tokenizer: object
-    is_random_fallback: bool
-    """True: a seeded random BERT-tiny; the numbers measure mechanics, not quality."""
-
-
-def resolve_model(name_or_path=DEFAULT_MODEL, *, offline=False, fallback_dir="outputs/offline-bert-tiny",
-                  vocab_path=None):
-    """Find the model and tokenizer: a local folder, the hub, or (loudly) a random BERT-tiny.
-
-    Args:
-        name_or_path: hub id (default Google's bert-base-uncased) or a ``save_pretrained`` folder.
-        offline: never contact the hub (as with ``HF_HUB_OFFLINE=1``).
-        fallback_dir: where the random BERT-tiny and its tokenizer are saved when needed.
-        vocab_path: tokenizer for the fallback; default ``../shared`` uncased vocabulary when
-            present, else a small vocabulary built from the built-in text sample.
-    """
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return ResolvedModel(str(path), load_tokenizer(path), is_random_fallback=False)
-    if _looks_like_local_path(name_or_path):
-        raise FileNotFoundError(f"model folder {name_or_path!r} not found")
-    if not offline and hub_reachable():
-        return ResolvedModel(str(name_or_path), load_tokenizer(name_or_path), is_random_fallback=False)
-
-    announce(f"The model hub is not reachable{' (offline run)' if offline else ''} and no local model "
-             f"folder was given: falling back to a SEEDED RANDOM BERT of BERT-tiny shape instead of "
-             f"{name_or_path}. Every cell still runs, but the numbers measure mechanics, not quality.")
-    if vocab_path is not None:
-        tokenizer = load_tokenizer(vocab_path)
-    elif SHARED_VOCAB_FILE.is_file():
-        tokenizer = load_tokenizer(SHARED_VOCAB_FILE)
-    else:
-        tokenizer = _builtin_sample_tokenizer()
-    fallback_dir = Path(fallback_dir)
-    random_bert(seed=0).save_pretrained(fallback_dir)
-    tokenizer.save_pretrained(fallback_dir)
-    return ResolvedModel(str(fallback_dir), tokenizer, is_random_fallback=True)
-
 
 def _raw_file_for(split, path):
     path = Path(path).expanduser()
@@ -272,41 +91,6 @@ def load_wikitext_texts(split="test", path=None, *, offline=False):
     rows = datasets.load_dataset("text", data_files={split: str(raw_file)}, keep_linebreaks=True,
                                  split=split)["text"]
     return [row if row.strip() else "" for row in rows]
-
-
-BUILTIN_TEXT_SAMPLE = """ = Model compression =
-
- Model compression makes a trained neural network smaller or faster while keeping most of its accuracy . The three classic families are quantization , pruning and knowledge distillation , and they are often combined .
-
- = = Quantization = =
-
- Quantization stores each weight with fewer bits . An eight @-@ bit integer takes one byte where a thirty @-@ two bit float takes four , so the model shrinks by a factor of about four . The scale that maps floats to integers is chosen per tensor , per row or per block of values . Large outliers in a few feature dimensions make a single scale imprecise , which is why mixed @-@ precision methods keep those dimensions in sixteen @-@ bit floats .
-
- = = Pruning = =
-
- Pruning removes weights that matter little . Unstructured pruning sets individual weights to zero and needs sparse storage or special hardware to save memory or time . Structured pruning removes whole neurons , attention heads or layers , so the remaining matrices are simply smaller and every device runs them faster .
-
- = = Distillation = =
-
- In knowledge distillation a small student network learns to imitate a large teacher . The student is trained on the teacher 's softened output distribution as well as on the true labels , and often keeps most of the teacher 's quality with half of its layers .
-
- = = Measuring = =
-
- A fair comparison uses the same evaluation tokens for every model , reports the device and the number format each model ran with , and repeats every timing several times after a warm @-@ up .
-"""
-"""Offline stand-in for wikitext (written for this lab, wikitext-style spacing): mechanics only."""
-
-
-def _builtin_sample_tokenizer():
-    """A tiny WordPiece tokenizer whose vocabulary covers ``BUILTIN_TEXT_SAMPLE`` (offline, no files)."""
-    from transformers import BertTokenizerFast
-
-    text = BUILTIN_TEXT_SAMPLE.lower()
-    words = sorted(set(re.findall(r"\w+|[^\w\s]", text)))
-    characters = sorted(set(text) - set(" \n"))
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *characters,
-              *(f"##{c}" for c in characters), *(w for w in words if w not in characters)]
-    return BertTokenizerFast(vocab={token: i for i, token in enumerate(tokens)}, do_lower_case=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -503,98 +287,32 @@ def make_latency_batch(eval_set, batch_size=8):
     return {"input_ids": eval_set.input_ids[:batch_size], "attention_mask": eval_set.attention_mask[:batch_size]}
 
 
-def _synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @torch.inference_mode()
 def measure_latency(model, batch, *, warmup=3, repeats=10):
     """Time ``model(**batch)`` on the model's device: median and spread of ``repeats`` runs.
 
     The batch is copied to the device once, before any timing; ``warmup`` untimed runs come first
-    (kernel selection, caches, lazy initialisation); on a GPU every run is bracketed by
-    ``torch.cuda.synchronize()`` so the timer sees the finished work, not the kernel launch.
+    (kernel selection, caches, lazy initialisation); ``given.timing.time_call`` does the timing
+    (CUDA synchronized around each run).
 
     Returns:
         dict: ``device``, ``latency_ms`` (median), ``latency_q1_ms``/``latency_q3_ms`` (quartiles),
-        ``latency_min_ms``/``latency_max_ms``, ``tokens_per_s`` (real tokens / median time), and
-        ``batch_shape``.
+        ``latency_min_ms``/``latency_max_ms``, ``tokens_per_s`` (real tokens / median time),
+        ``threads`` and ``batch_shape``.
     """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"need repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
     model.eval()
     device = model_device(model)
     batch = {name: tensor.to(device) for name, tensor in batch.items()}
-    for _ in range(warmup):
-        model(**batch)
-    times = []
-    for _ in range(repeats):
-        _synchronize(device)
-        start = time.perf_counter()
-        model(**batch)
-        _synchronize(device)
-        times.append(time.perf_counter() - start)
-    q1, median, q3 = statistics.quantiles(times, n=4, method="inclusive") if repeats > 1 else times * 3
+    timing = time_call(lambda: model(**batch), warmup=warmup, repeats=repeats)
     num_tokens = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
-    return {"device": str(device), "latency_ms": 1e3 * median, "latency_q1_ms": 1e3 * q1,
-            "latency_q3_ms": 1e3 * q3, "latency_min_ms": 1e3 * min(times), "latency_max_ms": 1e3 * max(times),
-            "tokens_per_s": num_tokens / median, "batch_shape": tuple(batch["input_ids"].shape)}
+    return {"device": str(device), "latency_ms": 1e3 * timing["median"], "latency_q1_ms": 1e3 * timing["q1"],
+            "latency_q3_ms": 1e3 * timing["q3"], "latency_min_ms": 1e3 * timing["min"],
+            "latency_max_ms": 1e3 * timing["max"], "tokens_per_s": num_tokens / timing["median"],
+            "threads": timing["threads"], "batch_shape": tuple(batch["input_ids"].shape)}
 
 
 # ----------------------------------------------------------------------------------------------
-# 4. Size
-# ----------------------------------------------------------------------------------------------
-
-def _quantization_state_tensors(parameter):
-    """Tensors bitsandbytes keeps beside a quantized weight: int8 row scales, 4-bit block state."""
-    scb = getattr(parameter, "SCB", None)  # Int8Params: one float32 absmax per output row
-    if isinstance(scb, torch.Tensor):
-        yield scb
-    state = getattr(parameter, "quant_state", None)  # Params4bit: absmax per block, code book
-    while state is not None:  # double quantization nests a second state for the absmax values
-        for name in ("absmax", "code", "offset"):
-            tensor = getattr(state, name, None)
-            if isinstance(tensor, torch.Tensor):
-                yield tensor
-        state = getattr(state, "state2", None)
-
-
-def stored_tensors(model):
-    """Every tensor the model stores, each once: parameters, buffers, bitsandbytes states.
-
-    Tied weights (BERT's decoder shares the word embeddings) and aliases are counted once.
-    """
-    seen = set()
-    for tensor in (*model.parameters(), *model.buffers(),
-                   *(t for p in model.parameters() for t in _quantization_state_tensors(p))):
-        key = (tensor.data_ptr(), tensor.nbytes, tensor.dtype)
-        if tensor.nbytes and key not in seen:
-            seen.add(key)
-            yield tensor
-
-
-def model_size_bytes(model):
-    """Bytes of parameters + buffers as stored (int8 = 1 byte, packed 4-bit = 0.5 byte, plus scales)."""
-    return sum(tensor.nbytes for tensor in stored_tensors(model))
-
-
-def storage_dtypes(model):
-    """The stored dtypes, largest share of bytes first, e.g. ``"int8 68% + float32 32%"``."""
-    by_dtype = {}
-    for tensor in stored_tensors(model):
-        name = str(tensor.dtype).removeprefix("torch.")
-        by_dtype[name] = by_dtype.get(name, 0) + tensor.nbytes
-    total = sum(by_dtype.values())
-    shares = [(name, nbytes / total) for name, nbytes in sorted(by_dtype.items(), key=lambda item: -item[1])
-              if nbytes / total >= 0.005]  # position-id buffers and the like are left out
-    if len(shares) == 1:
-        return shares[0][0]
-    return " + ".join(f"{name} {share:.0%}" for name, share in shares)
-
-
-# ----------------------------------------------------------------------------------------------
-# 5. One row per technique, the summary table, plots, files
+# 4. One row per technique, the summary table, plots, files
 # ----------------------------------------------------------------------------------------------
 
 def measure(model, eval_set, latency_batch, name, *, batch_size=32, warmup=3, repeats=10, progress=True,
@@ -607,7 +325,7 @@ def measure(model, eval_set, latency_batch, name, *, batch_size=32, warmup=3, re
     (e.g. ``sparse_size_mb=`` for a pruned model). The model is measured where it is.
     """
     row = {"technique": name, "device": str(model_device(model)), "dtype": storage_dtypes(model),
-           "params": sum(p.numel() for p in model.parameters()), "size_mb": model_size_bytes(model) / 1e6}
+           "params": sum(p.numel() for p in model.parameters()), "size_mb": stored_bytes(model) / 1e6}
     row.update(masked_lm_perplexity(model, eval_set, batch_size=batch_size, progress=progress))
     timing = measure_latency(model, latency_batch, warmup=warmup, repeats=repeats)
     row.update({key: value for key, value in timing.items() if key.startswith(("latency", "tokens"))})
@@ -687,7 +405,7 @@ def save_results(table, output_dir, stem="results"):
 
 
 # ----------------------------------------------------------------------------------------------
-# 6. Exercise 3 on wikitext in one call
+# 5. Exercise 3 on wikitext in one call
 # ----------------------------------------------------------------------------------------------
 
 def make_mlm_batches(texts, tokenizer, *, num_batches, batch_size=16, seq_len=128, mask_fraction=0.15, seed=0):
@@ -726,7 +444,7 @@ def distill_bert_student(teacher, train_texts, tokenizer, *, num_layers=None, st
     Returns:
         ``(student, epoch_losses)``, the student in eval mode.
     """
-    from distillation import distill_model, make_bert_student
+    from distillation import distill_model, make_bert_student  # your Exercise 3
 
     if steps < epochs or epochs < 1:
         raise ValueError(f"need epochs >= 1 and steps >= epochs, got steps={steps}, epochs={epochs}")
