@@ -111,9 +111,8 @@ def prune_bert_heads(model, fraction):
     Saving and reloading: a BERT config derives the head size as ``hidden_size //
     num_attention_heads``, so it cannot say "12 heads of 64 in layer 0 but 8 in layer 1".
     ``config.num_attention_heads`` therefore keeps the original count, and the removed heads are
-    recorded, in original numbering, in ``config.pruned_heads`` (``{layer index: [heads]}``), the
-    field transformers 4.x itself uses. Reload with ``load_shrunk_bert(path)``: on transformers
-    4.x that is plain ``from_pretrained``; 5.x dropped ``prune_heads``, so it rebuilds the shapes.
+    recorded, in original numbering, in ``config.pruned_heads`` (``{layer index: [heads]}``).
+    Reload a saved copy with ``load_shrunk_bert(path)``.
 
     Args:
         model: a ``BertModel`` or ``BertFor...`` model, changed in place.
@@ -139,7 +138,7 @@ def prune_bert_heads(model, fraction):
         remove_attention_heads(attention, removed)
         removed_original = {original_heads[position] for position in removed}
         pruned[index] = pruned.get(index, set()) | removed_original
-        if hasattr(attention, "pruned_heads"):  # transformers 4.x bookkeeping for its prune_heads
+        if hasattr(attention, "pruned_heads"):  # the library's own record, where it keeps one
             attention.pruned_heads = attention.pruned_heads | removed_original
     model.config.pruned_heads = {layer: sorted(heads) for layer, heads in sorted(pruned.items())}
     return model
@@ -160,10 +159,10 @@ def shrink_bert(model, fraction):
 def load_shrunk_bert(path, model_class=None):
     """Load a BERT saved after ``shrink_bert``/``prune_bert_heads`` (``save_pretrained(path)``).
 
-    ``config.pruned_heads`` says which heads each layer lost. transformers 4.x applies it inside
-    ``from_pretrained``; transformers 5.x ignores it, so here the model is built from the config,
+    ``config.pruned_heads`` says which heads each layer lost. The model is built from the config,
     the recorded heads are cut out (same shapes as when saved), and the saved tensors are loaded
-    into it. Only safetensors checkpoints (the default of ``save_pretrained``) are read.
+    into it; a model class that prunes heads itself while loading (``prune_heads``) simply uses
+    ``from_pretrained``. Only safetensors checkpoints (the default of ``save_pretrained``) are read.
 
     Args:
         path: folder written by ``save_pretrained``.
