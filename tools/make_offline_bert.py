@@ -462,31 +462,40 @@ def write_outputs(model, tokenizer, out_dir, summary):
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         description="Build the lab's offline BERT: a small pretrained BERT fine-tuned with masked-LM "
-                    "on local text (no model hub needed).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True, help="output folder (must be empty or new)")
+                    "on local text (no model hub needed).")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (new or empty)")
     parser.add_argument("--force", action="store_true", help="write into a non-empty --out folder")
-    parser.add_argument("--init", type=Path, default=None,
+    parser.add_argument("--init", type=Path, default=None, metavar="DIR",
                         help=f"BERT checkpoint folder to start from (default: all-MiniLM-L6-v2 from the "
                              f"{PACKAGE_NAME} package)")
-    parser.add_argument("--layers", type=int, default=4, help="keep the first N encoder layers")
-    parser.add_argument("--train", type=Path, nargs="+", default=None,
+    parser.add_argument("--layers", type=int, default=4, metavar="N",
+                        help="keep the first N encoder layers (default: %(default)s)")
+    parser.add_argument("--train", type=Path, nargs="+", default=None, metavar="FILE",
                         help=f"training text files (default: {DEFAULT_TRAIN_FILE}, when present)")
-    parser.add_argument("--test", type=Path, default=None,
+    parser.add_argument("--test", type=Path, default=None, metavar="FILE",
                         help=f"test text for the perplexity (default: {DEFAULT_TEST_FILE}, when present)")
     parser.add_argument("--no-test", action="store_true", help="measure no test perplexity")
-    parser.add_argument("--test-tokens", type=int, default=40_000, help="evaluate on the first N test tokens")
-    parser.add_argument("--steps", type=int, default=900, help="training steps (batches)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--seq-len", type=int, default=128, help="training window length, [CLS]/[SEP] included")
-    parser.add_argument("--lr", type=float, default=3e-4, help="learning rate of the pretrained body")
-    parser.add_argument("--head-lr", type=float, default=2e-3, help="learning rate of the new head")
-    parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--warmup", type=int, default=None,
+    parser.add_argument("--test-tokens", type=int, default=40_000, metavar="N",
+                        help="evaluate on the first N test tokens (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=900, metavar="N",
+                        help="training steps, one batch each (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=16, metavar="N",
+                        help="windows per batch (default: %(default)s)")
+    parser.add_argument("--seq-len", type=int, default=128, metavar="N",
+                        help="training window length, [CLS]/[SEP] included (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=3e-4, help="learning rate of the pretrained body "
+                                                               "(default: %(default)s)")
+    parser.add_argument("--head-lr", type=float, default=2e-3, help="learning rate of the new head "
+                                                                    "(default: %(default)s)")
+    parser.add_argument("--weight-decay", type=float, default=0.01,
+                        help="AdamW weight decay, not on biases and LayerNorm (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=None, metavar="N",
                         help="warm-up steps (default: 50, at most a tenth of --steps)")
-    parser.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping")
-    parser.add_argument("--eval-every", type=int, default=100, help="test perplexity every N steps")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping (default: %(default)s)")
+    parser.add_argument("--eval-every", type=int, default=100, metavar="N",
+                        help="test perplexity every N steps (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the head, masking, order, dropout "
+                                                            "(default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser, parser.parse_args(argv)
 
