@@ -424,7 +424,7 @@ Made by `tools/make_offline_bert.py` on {s['date']}:
     {s['command']}
 
 1. Start: the word, position and token-type embeddings and the first {s['layers']} of the \
-{s['init_layers']} layers of `{s['init']}`. A new masked-LM head (dense + GELU + LayerNorm, decoder \
+{s['init_layers']} layers of {s['init']}. A new masked-LM head (dense + GELU + LayerNorm, decoder \
 tied to the word embeddings, zero bias).
 2. Fine-tune with masked-LM on {', '.join(f'`{name}`' for name in s['train'])} ({s['train_tokens']:,} \
 tokens, {s['train_windows']:,} windows of {s['seq_len']} tokens with [CLS]/[SEP]). {EVAL_MASK_FRACTION:.0%} \
@@ -600,13 +600,13 @@ def shown(path):
 
 
 def describe_start(init_dir):
-    """What the start weights are, for the README: the packaged MiniLM by name, else the folder."""
+    """What the start weights are, in Markdown for the README: the packaged MiniLM by name, else the folder."""
     with contextlib.suppress(BadInput):
         if Path(init_dir).resolve() == packaged_minilm_dir().resolve():
             from importlib.metadata import version
-            return (f"sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0; from the PyPI package "
-                    f"{PACKAGE_NAME} {version(PACKAGE_NAME)})")
-    return shown(init_dir)
+            return (f"`sentence-transformers/all-MiniLM-L6-v2` (Apache-2.0; from the PyPI package "
+                    f"`{PACKAGE_NAME}` {version(PACKAGE_NAME)})")
+    return f"`{shown(init_dir)}`"
 
 
 def describe_device(device):
