@@ -10,6 +10,9 @@ message                         why it is harmless here
 bitsandbytes "Failed to load    bitsandbytes tries to download an optional fast 4-bit CPU kernel;
 CPU gemm_4bit_forward from      without it (no network, no ``kernels`` package) it uses its own,
 kernels-community"              slower but correct, code.
+torchao "Failed to load ...so", torchao (imported by transformers) looks for GPU kernels and
+"Detected no triton"; torch     triton; on a CPU it does without. torch's note on torchao's enum
+"... is an Enum subclass"       registration is addressed to torchao's authors.
 tqdm "IProgress not found"      without ipywidgets, progress bars are plain text: same bars.
 the kernel's "running over TCP  the notebook's kernel talks to its runner over TCP on localhost;
 without encryption"             nothing leaves the machine (given a ``NotebookClient``, the
@@ -21,10 +24,13 @@ the fallback ``RuntimeWarning`` ``announce`` prints its banner (once) itself; it
 import logging
 import warnings
 
-KNOWN_LOG_MESSAGES = {
-    # logger name: the start of the message it logs (logging filters see the unformatted text)
-    "bitsandbytes.backends.cpu.ops": "Failed to load CPU gemm_4bit_forward from kernels-community",
-}
+KNOWN_LOG_MESSAGES = (
+    # (logger name, a piece of the message it logs; logging filters see the unformatted text)
+    ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward from kernels-community"),
+    ("torchao", "Failed to load "),  # torchao's optional GPU kernels (.so files) on a CPU machine
+    ("torchao.kernel.intmm", "Detected no triton"),  # triton compiles GPU kernels: not needed here
+    ("torch.utils._pytree", "is an Enum subclass and is now natively supported"),  # torchao vs torch versions
+)
 
 KNOWN_WARNINGS = (
     # (message regex, matched at the start of the message; category; module regex)
@@ -34,13 +40,13 @@ KNOWN_WARNINGS = (
 )
 
 
-class _DropMessagesStartingWith(logging.Filter):
-    def __init__(self, start):
+class _DropMessagesContaining(logging.Filter):
+    def __init__(self, fragment):
         super().__init__()
-        self.start = start
+        self.fragment = fragment
 
     def filter(self, record):
-        return not str(record.msg).startswith(self.start)
+        return self.fragment not in str(record.msg)
 
 
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
@@ -58,10 +64,10 @@ def quiet_known_noise(notebook_client=None):
         notebook_client.extra_arguments = [*notebook_client.extra_arguments,
                                            *(a for a in KERNEL_ARGUMENTS
                                              if a not in notebook_client.extra_arguments)]
-    for logger_name, start in KNOWN_LOG_MESSAGES.items():
+    for logger_name, fragment in KNOWN_LOG_MESSAGES:
         logger = logging.getLogger(logger_name)
-        if not any(isinstance(f, _DropMessagesStartingWith) and f.start == start for f in logger.filters):
-            logger.addFilter(_DropMessagesStartingWith(start))
+        if not any(getattr(f, "fragment", None) == fragment for f in logger.filters):
+            logger.addFilter(_DropMessagesContaining(fragment))
     for message, category, module in KNOWN_WARNINGS:
         if isinstance(category, str):  # tqdm's own class: import tqdm only when it is installed
             category = _tqdm_warning_class()

@@ -133,6 +133,23 @@ def test_loss_is_stable_for_large_logits(temperature):
     assert_close(loss, expected, f"logits ~1e4, T={temperature}", rtol=1e-4)
 
 
+@pytest.mark.points(1)
+def test_loss_with_classes_the_teacher_rules_out():
+    """A teacher logit of -inf is a class of probability 0: it adds 0 * log 0 = 0, never NaN."""
+    student, teacher, temperature = random_logits(3, 5), random_logits(3, 5), 2.0
+    teacher[:, 1] = -math.inf
+    teacher[0, 3] = -math.inf
+    expected = 0.0
+    for s_row, t_row in zip(student.double(), teacher.double()):
+        possible = torch.isfinite(t_row)  # the classes the teacher allows, by definition over them
+        log_p = log_softmax_by_hand(t_row[possible], temperature)
+        log_q = log_softmax_by_hand(s_row, temperature)[possible]
+        expected += float((log_p.exp() * (log_p - log_q)).sum()) * temperature**2 / 3
+    loss = compute_distillation_loss(student, teacher, temperature)
+    assert torch.isfinite(loss), f"a teacher logit of -inf must not make the loss {loss.item()}"
+    assert_close(loss.item(), expected, "KL with classes of teacher probability 0 (0 * log 0 = 0)")
+
+
 @pytest.mark.points(2)
 def test_loss_gradient_reaches_the_student_only():
     temperature, num_rows = 3.0, 4
@@ -243,6 +260,8 @@ def test_distill_model_keeps_the_teacher_frozen():
     teacher, student, batches = make_teacher(), make_student(), make_batches()
     assert teacher.training
     before = state_copy(teacher)
+    expected_student, _ = reference_training(teacher, student, batches, temperature=2.0, alpha=0.5,
+                                             num_epochs=2, learning_rate=1e-2)
     seen = []  # (training, grad enabled) at every teacher forward
     teacher.register_forward_hook(lambda module, args, output: seen.append(
         (module.training, torch.is_grad_enabled())))
@@ -257,6 +276,7 @@ def test_distill_model_keeps_the_teacher_frozen():
     assert not changed, f"the teacher's parameters and buffers must not change; changed: {changed}"
     assert all(p.grad is None for p in teacher.parameters()), "no gradient may reach the teacher's parameters"
     assert teacher.training, "distill_model must restore the teacher's training flag when it returns"
+    assert_same_weights(student, expected_student, "the student learns from the frozen teacher")
 
 
 @pytest.mark.points(2)
@@ -374,12 +394,19 @@ def test_distill_bert_with_dict_batches():
     (6, 4, [0, 2, 3, 5]),
     (4, 2, [0, 3]),
     (3, 2, [0, 2]),
-    (5, 5, [0, 1, 2, 3, 4]),
-    (2, 1, [0]),
 ])
 def test_evenly_spaced_layers(teacher_layers, student_layers, expected):
     assert evenly_spaced_layers(teacher_layers, student_layers) == expected, (
         f"evenly_spaced_layers({teacher_layers}, {student_layers}) should be {expected}")
+
+
+@pytest.mark.points(1)
+def test_evenly_spaced_layers_at_both_ends():
+    """k = L keeps every layer and k = 1 keeps layer 0, and k in between still spreads out."""
+    for teacher_layers, student_layers, expected in [(5, 5, [0, 1, 2, 3, 4]), (2, 1, [0]),
+                                                     (7, 1, [0]), (5, 3, [0, 2, 4])]:
+        assert evenly_spaced_layers(teacher_layers, student_layers) == expected, (
+            f"evenly_spaced_layers({teacher_layers}, {student_layers}) should be {expected}")
 
 
 def layer_mapped_name(name, layer_ids):

@@ -4,6 +4,8 @@ loop's plumbing, the bad-input errors of the given modules. Never graded (marker
 They pass in the student release as it is: every check runs before the exercise it guards, so
 each of these tests names the error a bad input gets, whether or not the exercise is written.
 """
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -226,3 +228,171 @@ def test_make_bert_student_rejects_bad_input():
         make_bert_student(teacher, num_layers=0)
     with pytest.raises(TypeError, match="BertForMaskedLM"):
         make_bert_student(nn.Linear(2, 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input, a clear error, nothing silent: one test per case of the review, naming the error
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("student, teacher, error, message", [
+    (torch.empty(0, 4), torch.empty(0, 4), ValueError, "empty"),
+    (torch.tensor([[0.0, math.nan]]), torch.zeros(1, 2), ValueError, "student_logits contains 1 NaN"),
+    (torch.tensor([[0.0, math.inf]]), torch.zeros(1, 2), ValueError, "student_logits contains 0 NaN and 1 inf"),
+    (torch.zeros(1, 2), torch.tensor([[0.0, math.nan]]), ValueError, "teacher_logits contain 1 NaN"),
+    (torch.zeros(1, 2), torch.tensor([[0.0, math.inf]]), ValueError, r"1 \+inf"),
+    (torch.zeros(2, 2), torch.tensor([[0.0, 1.0], [-math.inf, -math.inf]]), ValueError, "every class is -inf"),
+])
+def test_loss_rejects_nan_inf_and_empty_logits(student, teacher, error, message):
+    with pytest.raises(error, match=message):
+        compute_distillation_loss(student, teacher, 2.0)
+
+
+def test_loss_accepts_minus_inf_teacher_logits():
+    """-inf in the teacher is a class it rules out: allowed by the check (the loss itself is 3.1)."""
+    from given.checks import check_distillation_inputs
+    check_distillation_inputs(torch.zeros(1, 3), torch.tensor([[0.0, -math.inf, 1.0]]), 2.0, None)
+
+
+@pytest.mark.parametrize("alpha", [1.5, -0.5, math.nan])
+def test_distillation_step_rejects_bad_alpha(alpha):
+    from distillation import distillation_step
+    teacher, student = make_teacher().eval(), make_student()
+    before = state_copy(student)
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+    inputs, labels = make_batches(num_batches=1)[0]
+    with pytest.raises(ValueError, match="alpha .* must be in \\[0, 1\\]"):
+        distillation_step(teacher, student, inputs, labels, None, optimizer, 2.0, alpha)
+    assert not changed_entries(student, before), "a rejected step must not train"
+
+
+def test_distillation_step_rejects_bad_temperature():
+    from distillation import distillation_step
+    teacher, student = make_teacher().eval(), make_student()
+    inputs, labels = make_batches(num_batches=1)[0]
+    with pytest.raises(ValueError, match="temperature"):
+        distillation_step(teacher, student, inputs, labels, None,
+                          torch.optim.SGD(student.parameters(), lr=0.1), 0.0, 0.5)
+
+
+@pytest.mark.parametrize("where", [0, 1])
+def test_distill_model_says_the_input_data_is_bad(where):
+    teacher, student, batches = make_teacher(), make_student(), make_batches(num_batches=2)
+    batches[where][0][0, 0] = math.nan
+    with pytest.raises(ValueError, match="1 NaN and 0 inf values: the training data is bad"):
+        distill_model(teacher, student, batches, **GOOD, progress=False)
+
+
+def test_distill_model_refuses_a_student_that_is_or_shares_the_teacher():
+    teacher, batches = make_teacher(), make_batches(num_batches=2)
+    with pytest.raises(ValueError, match="is the teacher_model itself"):
+        distill_model(teacher, teacher, batches, **GOOD, progress=False)
+    sharing = nn.Sequential(teacher[0], nn.ReLU(), nn.Linear(32, NUM_CLASSES))
+    before = state_copy(teacher)
+    with pytest.raises(ValueError, match="shares .* parameter"):
+        distill_model(teacher, sharing, batches, **GOOD, progress=False)
+    assert not changed_entries(teacher, before)
+
+
+def test_quantized_vector_refuses_float64_beyond_float32():
+    with pytest.raises(ValueError, match=r"vector \(as float32\) contains 0 NaN and 1 inf"):
+        QuantizedVector(torch.tensor([1.0, 1e300], dtype=torch.float64), "int8")
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    (torch.tensor([1.0, math.nan]), ValueError, "1 NaN"),
+    (torch.tensor([1.0, -math.inf]), ValueError, "1 inf"),
+    (torch.tensor([]), ValueError, "empty"),
+    (torch.tensor([1e5]), ValueError, "65504"),
+])
+def test_fp16_quantize_refuses_nan_inf_empty_and_overflow(bad, error, message):
+    from quantization import fp16_quantize
+    with pytest.raises(error, match=message):
+        fp16_quantize(bad)
+
+
+def test_quantize_model_skip_takes_one_name_and_refuses_unknown_names():
+    from given.quantized_linear import QuantizedLinear, _skip_names, quantize_model
+    bert = small_bert(seed=0, vocab_size=100)
+    assert _skip_names(bert, "cls") == ("cls",), "a string is one name, not its characters"
+    with pytest.raises(ValueError, match=r"skip names \['clss'\] match no module"):
+        quantize_model(bert, "int8", skip="clss")
+    with pytest.raises(ValueError, match="threshold"):
+        QuantizedLinear(nn.Linear(4, 2), "int8", threshold=-1.0)
+    with pytest.raises(ValueError, match="unknown quantization_format 'int4'"):
+        QuantizedLinear(nn.Linear(4, 2), "int4")
+
+
+@pytest.mark.parametrize("keep, error, message", [
+    (torch.tensor([True, False, True]), TypeError, "not a bool mask"),
+    (torch.tensor([0.0, 2.0]), TypeError, "integer tensor"),
+    (torch.tensor([2, 0]), ValueError, "strictly increasing"),
+    (torch.tensor([0, 0, 2]), ValueError, "strictly increasing"),
+    (torch.tensor([], dtype=torch.long), ValueError, "empty"),
+    (torch.tensor([0, 3]), ValueError, r"in \[0, 3\)"),
+    (torch.tensor([-1, 0]), ValueError, r"in \[0, 3\)"),
+    ([0.5, 1], TypeError, "list of ints"),
+])
+def test_shrink_linear_refuses_bad_indices(keep, error, message):
+    from pruning import shrink_linear
+    linear = nn.Linear(4, 3)
+    weight = linear.weight.detach().clone()
+    with pytest.raises(error, match=message):
+        shrink_linear(linear, keep, dim=0)
+    assert torch.equal(linear.weight, weight), "a refused cut leaves the layer as it was"
+
+
+def test_shrink_linear_refuses_other_modules_and_dims():
+    from pruning import shrink_linear
+    with pytest.raises(TypeError, match="must be an nn.Linear, got Conv1d"):
+        shrink_linear(nn.Conv1d(2, 2, 1), torch.tensor([0]), dim=0)
+    with pytest.raises(ValueError, match="dim must be 0"):
+        shrink_linear(nn.Linear(2, 2), torch.tensor([0]), dim=2)
+
+
+@pytest.mark.parametrize("heads, error, message", [
+    ([0.7], TypeError, "head positions"),
+    ([2], ValueError, r"distinct positions in \[0, 2\)"),
+    ([0, 1], ValueError, "leaving at least one head"),
+    ([0, 0], ValueError, "distinct"),
+])
+def test_remove_attention_heads_refuses_bad_heads(heads, error, message):
+    from pruning import remove_attention_heads
+    attention = small_bert(seed=0, vocab_size=100).bert.encoder.layer[0].attention
+    with pytest.raises(error, match=message):
+        remove_attention_heads(attention, heads)
+
+
+def test_bert_surgery_refuses_bad_counts_and_models():
+    from given.bert_surgery import lowest_indices, prune_bert_ffn_neurons, prune_bert_heads
+    with pytest.raises(ValueError, match=r"count must be an integer in \[0, 3\], got -1"):
+        lowest_indices(torch.tensor([3.0, 1.0, 2.0]), -1)
+    for prune in (prune_bert_heads, prune_bert_ffn_neurons):
+        with pytest.raises(TypeError, match="expected a Hugging Face BertModel or BertFor... model, got Linear"):
+            prune(nn.Linear(4, 4), 0.5)
+
+
+def test_apply_weight_pruning_refuses_modules_without_weights():
+    from pruning import apply_weight_pruning
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    with pytest.raises(TypeError, match="has no weight tensor"):
+        apply_weight_pruning(model, nn.ReLU, 0.5)
+
+
+def test_loading_says_what_is_wrong(tmp_path):
+    from given.models import load_bert, random_bert
+    with pytest.raises(FileNotFoundError, match="'./nope' does not exist"):
+        load_bert("./nope")
+    with pytest.raises(TypeError, match=r"unknown BertConfig fields \['layers'\]"):
+        random_bert(layers=3)
+
+
+def test_evaluation_refuses_a_zero_batch_size_and_endless_batches():
+    import given.evaluation as ev
+    from given.models import _builtin_sample_tokenizer
+    tokenizer = _builtin_sample_tokenizer()
+    eval_set = ev.build_masked_eval_set(["a sample of text about model compression ."] * 4, tokenizer,
+                                        seq_len=16, seed=0)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
+        ev.masked_lm_perplexity(small_bert(seed=0, vocab_size=tokenizer.vocab_size), eval_set, batch_size=0)
+    with pytest.raises(ValueError, match="passes over a text of only"):
+        ev.make_mlm_batches(["a short text ."], tokenizer, num_batches=10**6)

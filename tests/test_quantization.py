@@ -40,6 +40,24 @@ def reference_llm_int8(x, w, threshold):
     return torch.from_numpy((fp16_part + int8_part).astype(np.float32))
 
 
+def reference_format(vector, fmt):
+    """One 1-D vector in ``fmt``, restated in NumPy from the table in quantization.py:
+    ``(q, scale, dequantized)``; float32 arithmetic, round half to even as ``torch.round``."""
+    v = vector.numpy().astype(np.float32)
+    if fmt == "fp16":
+        return v.astype(np.float16), None, v.astype(np.float16).astype(np.float32)
+    if fmt == "int8":
+        alpha = np.float32(127) / max(np.abs(v).max(), np.float32(1e-30))
+        q = np.clip(np.rint(v * alpha), -127, 127)
+        return q.astype(np.int8), alpha, (q.astype(np.float32) / alpha).astype(np.float32)
+    scale = np.abs(v).mean(dtype=np.float32)
+    if fmt == "1bit":
+        q = np.where(v > 0, 1, -1)
+    else:
+        q = np.clip(np.rint(v / max(scale, np.float32(1e-8))), -1, 1)
+    return q.astype(np.int8), scale, (scale * q.astype(np.float32)).astype(np.float32)
+
+
 def activations_with_outliers(tokens=16, features=64):
     """Gaussian activations with outlier feature columns of both signs (as in real transformers)."""
     x = torch.randn(tokens, features)
@@ -119,10 +137,13 @@ def test_158bit_absmean_rounds_with_zero_band_of_half_gamma():
 @pytest.mark.points(2)
 @pytest.mark.parametrize("fmt", QUANTIZATION_FORMATS)
 def test_all_zero_vector_dequantizes_to_exact_zeros(fmt):
-    qv = QuantizedVector(torch.zeros(5), fmt)
+    matrix = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0], [0.5, -0.75, 1.25, -1.5, 2.0]])
+    qv = QuantizedVector(matrix, fmt, dim=None if fmt == "fp16" else 1)
     restored = qv.dequantize()
     assert not torch.isnan(restored).any(), f"{fmt}: an all-zero vector must not give NaN"
-    assert torch.equal(restored, torch.zeros(5)), f"{fmt}: an all-zero vector must come back as zeros"
+    assert torch.equal(restored[0], torch.zeros(5)), f"{fmt}: an all-zero vector must come back as zeros"
+    expected = torch.from_numpy(reference_format(matrix[1], fmt)[2])
+    torch.testing.assert_close(restored[1], expected, msg=f"{fmt}: the row next to it is quantized as usual")
     if fmt != "fp16":
         assert torch.isfinite(torch.as_tensor(qv.alpha)).all(), f"{fmt}: the scale must stay finite"
 
@@ -133,8 +154,10 @@ def test_input_is_never_modified(fmt):
     v = torch.randn(4, 6)
     before = v.clone()
     qv = QuantizedVector(v, fmt, dim=None if fmt == "fp16" else 1)
-    qv.dequantize()
+    restored = qv.dequantize()
     assert torch.equal(v, before), f"{fmt}: QuantizedVector modified its input"
+    expected = torch.stack([torch.from_numpy(reference_format(row, fmt)[2]) for row in before])
+    torch.testing.assert_close(restored, expected, msg=f"{fmt}: the (4, 6) matrix, row by row")
     assert qv.original_vector is v or torch.equal(qv.original_vector, before)
 
 
@@ -150,11 +173,13 @@ def test_vectorwise_equals_per_vector_loop(fmt, dim):
     matrix[2] = 0.0  # an all-zero row
     together = QuantizedVector(matrix, fmt, dim=dim)
     vectors = matrix.unbind(dim=1 - dim)  # dim=1: each row is a vector; dim=0: each column
-    expected_q = torch.stack([QuantizedVector(vec, fmt).get_quantized() for vec in vectors], dim=1 - dim)
-    expected_scale = torch.stack([torch.as_tensor(QuantizedVector(vec, fmt).alpha) for vec in vectors])
+    references = [reference_format(vector, fmt) for vector in vectors]  # NumPy, one vector at a time
+    expected_q = torch.stack([torch.from_numpy(q) for q, _, _ in references], dim=1 - dim)
+    expected_scale = torch.tensor([float(scale) for _, scale, _ in references])
     assert torch.equal(together.get_quantized(), expected_q), (
         f"{fmt}, dim={dim}: quantizing the (5, 7) matrix vector-wise must equal quantizing each "
-        f"{'row' if dim == 1 else 'column'} on its own")
+        f"{'row' if dim == 1 else 'column'} on its own (expected {expected_q.tolist()}, got "
+        f"{together.get_quantized().tolist()})")
     scale_shape = (5, 1) if dim == 1 else (1, 7)
     assert tuple(together.alpha.shape) == scale_shape, (
         f"dim={dim}: expected one scale per {'row' if dim == 1 else 'column'}, shape {scale_shape}")
