@@ -216,6 +216,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not rows:
         return
     write = terminalreporter.write_line
+    terminalreporter.ensure_newline()
     terminalreporter.section("your points (public tests of this run)", sep="=", bold=True)
     for exercise, earned, maximum, passed, run in rows:
         name = exercise.title.split(":")[0]
