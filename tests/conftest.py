@@ -156,6 +156,7 @@ class Scoreboard:
         self.tests = {}       # nodeid -> (exercise marker, points)
         self.outcomes = {}    # nodeid -> "passed" / "failed" / "skipped" (the worst phase)
         self.unfinished = {}  # task number -> (task, function, file:line)
+        self.failures = {}    # nodeid -> message, of the failures that are not an unwritten stub
 
     def collected(self, items):
         cases = {}
@@ -172,13 +173,16 @@ class Scoreboard:
             self.tests[item.nodeid] = (exercise, points / cases[key])
 
     def reported(self, report):
+        task = getattr(report, "unfinished", None)
+        if report.failed and task is None:
+            self.failures.setdefault(f"{report.nodeid}" + ("" if report.when == "call" else f" ({report.when})"),
+                                     failure_message(report))
         if report.nodeid not in self.tests:
             return
         if report.failed or report.skipped or report.when == "call":
             previous = self.outcomes.get(report.nodeid)
             if previous in (None, "passed"):
                 self.outcomes[report.nodeid] = report.outcome
-        task = getattr(report, "unfinished", None)
         if task is not None:
             self.unfinished.setdefault(task[0], task[1:])
 
@@ -206,6 +210,15 @@ def pytest_runtest_logreport(report):
     _scoreboard.reported(report)
 
 
+def failure_message(report, max_lines=4):
+    """The exception's message (``AssertionError: ...``), whole up to ``max_lines`` lines: never cut
+    to the terminal's width, as pytest's own summary line is."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else str(report.longrepr).strip().splitlines()[-1:][0]
+    lines = text.splitlines()
+    return "\n".join(lines[:max_lines] + (["..."] if len(lines) > max_lines else []))
+
+
 def _points(x):
     return f"{x:.1f}".rstrip("0").rstrip(".")
 
@@ -213,10 +226,16 @@ def _points(x):
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     board = _scoreboard
     rows = board.rows()
-    if not rows:
-        return
     write = terminalreporter.write_line
     terminalreporter.ensure_newline()
+    if board.failures:
+        terminalreporter.section("failures (whole messages; tracebacks above)", sep="=", red=True)
+        for nodeid, message in board.failures.items():
+            write(f"FAILED {nodeid}", red=True)
+            for line in message.splitlines():
+                write(f"    {line}")
+    if not rows:
+        return
     terminalreporter.section("your points (public tests of this run)", sep="=", bold=True)
     for exercise, earned, maximum, passed, run in rows:
         name = exercise.title.split(":")[0]

@@ -451,6 +451,10 @@ def test_make_bert_student_default_is_an_independent_half_depth_copy():
     teacher_storage = {p.data_ptr() for p in teacher.state_dict().values()}
     shared = [n for n, p in student.state_dict().items() if p.data_ptr() in teacher_storage]
     assert not shared, f"the student must own copies, but shares storage with the teacher: {shared[:3]}"
+    teacher_state = teacher.state_dict()
+    for name, value in student.state_dict().items():  # layers 0 and 3 of 4, under the student's numbers
+        source = name.replace("encoder.layer.1.", "encoder.layer.3.")
+        assert torch.equal(value, teacher_state[source]), f"student {name} must equal the teacher's {source}"
     assert student.cls.predictions.decoder.weight is student.bert.embeddings.word_embeddings.weight, (
         "within the student, the decoder weight stays tied to the word embeddings, as in the teacher")
     with torch.no_grad():
