@@ -139,6 +139,8 @@ def test_158bit_absmean_rounds_with_zero_band_of_half_gamma():
 def test_all_zero_vector_dequantizes_to_exact_zeros(fmt):
     matrix = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0], [0.5, -0.75, 1.25, -1.5, 2.0]])
     qv = QuantizedVector(matrix, fmt, dim=None if fmt == "fp16" else 1)
+    stored_dtype = torch.float16 if fmt == "fp16" else torch.int8
+    assert qv.get_quantized().dtype == stored_dtype, f"{fmt} stores {stored_dtype} values"
     restored = qv.dequantize()
     assert not torch.isnan(restored).any(), f"{fmt}: an all-zero vector must not give NaN"
     assert torch.equal(restored[0], torch.zeros(5)), f"{fmt}: an all-zero vector must come back as zeros"
@@ -190,7 +192,10 @@ def test_vectorwise_equals_per_vector_loop(fmt, dim):
 @pytest.mark.points(1)
 def test_vectorwise_int8_uses_one_scale_per_row_not_per_tensor():
     matrix = torch.tensor([[0.001, -0.002, 0.0005], [100.0, -50.0, 25.0]])
-    restored = QuantizedVector(matrix, "int8", dim=1).dequantize()
+    quantized = QuantizedVector(matrix, "int8", dim=1)
+    assert quantized.get_quantized().tolist() == [[64, -127, 32], [127, -64, 32]], (
+        "each row's largest magnitude maps to 127: [[64, -127, 32], [127, -64, 32]]")
+    restored = quantized.dequantize()
     small_row_error = relative_error(restored[0], matrix[0])
     assert small_row_error < 0.01, (
         "with dim=1 each row gets its own scale: the row [0.001, -0.002, 0.0005] must survive "
@@ -312,6 +317,11 @@ def test_quantized_linear_approximates_linear(fmt, tolerance):
         error = relative_error(layer(x), linear(x))
     assert layer(x).shape == (2, 3, 32)
     assert error < tolerance, f"QuantizedLinear({fmt}) relative error {error:.3f} >= {tolerance}"
+    assert layer.weight_quantized.dtype == (torch.float16 if fmt == "fp16" else torch.int8)
+    if fmt != "int8":  # the weight in fmt, one scale per output feature (a row of linear.weight)
+        rows = [torch.from_numpy(reference_format(row, fmt)[2]) for row in linear.weight.detach()]
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x), x @ torch.stack(rows).T + linear.bias, rtol=1e-4, atol=1e-5)
     if fmt == "int8":
         assert layer.last_outlier_count == 3, "columns 3, 10 and 40 hold the outliers"
 
