@@ -39,8 +39,15 @@ def random_bert(seed=0, vocab_size=30522, **shape):
     return model.eval()
 
 
+_ANNOUNCED = set()
+
+
 def announce(message):
-    """Say something important loudly: a ``RuntimeWarning`` and a banner in the output."""
+    """Say something important loudly, once per process: a ``RuntimeWarning`` and a banner in the
+    output (the notebook silences the warning: ``given/quiet.py``)."""
+    if message in _ANNOUNCED:
+        return
+    _ANNOUNCED.add(message)
     warnings.warn(message, RuntimeWarning, stacklevel=2)
     bar = "!" * 100
     print(f"\n{bar}\n!!! {message}\n{bar}\n", flush=True)

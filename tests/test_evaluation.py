@@ -275,6 +275,7 @@ def test_local_wikitext_gives_the_hub_rows_and_token_count(shared_data_dir):
 
 
 def test_offline_fallback_is_loud_and_loadable(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(models, "_ANNOUNCED", set())  # each message is announced once per process
     with pytest.warns(RuntimeWarning, match="SEEDED RANDOM BERT"):
         resolved = models.resolve_model(offline=True, fallback_dir=tmp_path / "tiny")
     assert resolved.is_random_fallback and "SEEDED RANDOM BERT" in capsys.readouterr().out
@@ -286,6 +287,9 @@ def test_offline_fallback_is_loud_and_loadable(tmp_path, monkeypatch, capsys):
     with pytest.warns(RuntimeWarning, match="BUILT-IN TEXT SAMPLE"):
         rows = ev.load_wikitext_texts("test", offline=True)
     assert "".join(rows) == models.BUILTIN_TEXT_SAMPLE
+    capsys.readouterr()
+    ev.load_wikitext_texts("validation", offline=True)
+    assert "BUILT-IN TEXT SAMPLE" not in capsys.readouterr().out, "the banner is printed once, not per split"
 
 
 def test_builtin_sample_tokenizer_covers_the_sample(sample_tokenizer):
