@@ -20,11 +20,13 @@ Conventions: logits are float tensors of shape ``(N, C)`` (one prediction per ex
 integer class indices of shape ``logits.shape[:-1]``; -100 marks a position without a label
 (the PyTorch and Hugging Face convention).
 """
+import math
+
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from given.checks import (check_distillation_inputs, check_layer_counts,
+from given.checks import (check_alpha, check_distillation_inputs, check_layer_counts, check_temperature,
                           check_training_hyperparameters)
 from given.distill_loop import (check_finite_loss, check_models, check_outputs_match,
                                 epoch_batches, first_batch, frozen_teacher, model_logits,
@@ -43,7 +45,9 @@ def compute_distillation_loss(student_logits, teacher_logits, temperature, mask=
         student_logits: float tensor ``(N, C)`` or ``(B, L, C)`` (any ``(..., C)``) of raw scores,
             before softmax. Gradients flow into it.
         teacher_logits: float tensor of the same shape, on the same device. It is a fixed
-            target: no gradient ever flows into it, even when it requires grad.
+            target: no gradient ever flows into it, even when it requires grad. A logit of
+            ``-inf`` is a class the teacher rules out (probability 0): it adds ``0 * log 0 = 0``
+            to the forward KL, as ``F.kl_div`` with target probabilities (``torch.xlogy``) does, never NaN.
         temperature: T > 0. T = 1 is the plain softmax; T > 1 softens both distributions, so the
             student also learns from the small probabilities the teacher gives wrong classes.
         mask: optional bool tensor of shape ``logits.shape[:-1]`` (e.g. ``(B, L)``), on the same
@@ -64,8 +68,9 @@ def compute_distillation_loss(student_logits, teacher_logits, temperature, mask=
 
     Raises:
         TypeError: logits that are not floating-point tensors, a mask that is not a bool tensor.
-        ValueError: T <= 0; logits of different shapes or with fewer than 2 dimensions; a mask of
-            the wrong shape, or one that selects nothing.
+        ValueError: T <= 0; logits of different shapes or with fewer than 2 dimensions; empty
+            logits; NaN or inf student logits; NaN or +inf teacher logits, or a position where
+            every teacher logit is -inf; a mask of the wrong shape, or one that selects nothing.
     """
     check_distillation_inputs(student_logits, teacher_logits, temperature, mask)
     # Hints: compute log-probabilities with F.log_softmax(logits / T, dim=-1), never
@@ -75,7 +80,9 @@ def compute_distillation_loss(student_logits, teacher_logits, temperature, mask=
     log_p_teacher = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
     log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
     log_p, log_q = (log_p_student, log_p_teacher) if reverse else (log_p_teacher, log_p_student)
-    kl_per_position = (log_p.exp() * (log_p - log_q)).sum(dim=-1)  # shape logits.shape[:-1]
+    # p * (log p - log q) with 0 * log 0 = 0: a class of probability 0 (logit -inf) adds nothing.
+    terms = torch.where(log_p == -math.inf, 0.0, log_p.exp() * (log_p - log_q))
+    kl_per_position = terms.sum(dim=-1)  # shape logits.shape[:-1]
     if mask is not None:
         kl_per_position = kl_per_position[mask]
     return kl_per_position.mean() * temperature**2
@@ -125,6 +132,8 @@ def distillation_step(teacher_model, student_model, inputs, labels, kd_mask, opt
     Returns:
         The batch's loss before the update, as a Python float.
     """
+    check_temperature(temperature)
+    check_alpha(alpha)
     # Hints: teacher logits under torch.no_grad(); student logits with gradients; the two losses
     # above, weighted; then optimizer.zero_grad(), loss.backward(), optimizer.step().
     # BEGIN SOLUTION Exercise 3.2: one student update on alpha * distillation loss + (1 - alpha) * cross-entropy

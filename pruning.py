@@ -34,7 +34,7 @@ Conventions used throughout:
 import torch
 from torch import nn
 
-from given.checks import check_fraction
+from given.checks import check_fraction, check_head_positions, check_kept_indices
 from given.torch_utils import apply_mask, matching_modules
 
 
@@ -218,7 +218,8 @@ def shrink_linear(linear, keep, dim):
     Args:
         linear: an ``nn.Linear`` with weight ``(out_features, in_features)`` and optional bias
             ``(out_features,)``.
-        keep: 1-D int64 tensor of the indices to keep along ``dim``, in increasing order.
+        keep: 1-D int64 tensor (or list of ints) of the indices to keep along ``dim``, strictly
+            increasing, in range, not empty (a bool mask, floats, duplicates: a clear error).
         dim: 0 removes output neurons (weight rows and their bias entries); 1 removes input
             features (weight columns; the bias stays whole).
 
@@ -226,9 +227,11 @@ def shrink_linear(linear, keep, dim):
         ``linear``, with new ``nn.Parameter`` weight (and bias) and updated
         ``out_features``/``in_features``; the kept values are unchanged.
     """
-    if dim not in (0, 1):
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
+    if dim not in (0, 1) or isinstance(dim, bool):
         raise ValueError(f"dim must be 0 (output rows) or 1 (input columns), got {dim!r}")
-    keep = torch.as_tensor(keep, dtype=torch.long, device=linear.weight.device)
+    keep = check_kept_indices(keep, linear.weight.shape[dim]).to(linear.weight.device)
     # Hint: Tensor.index_select(dim, keep) picks the kept rows or columns; wrap the result in a
     # new nn.Parameter, and fix out_features or in_features to the new size.
     # BEGIN SOLUTION Exercise 2.5: keep the given rows or columns of a Linear layer
@@ -265,10 +268,7 @@ def remove_attention_heads(attention, heads):
     """
     self_attention = attention.self
     head_count, head_size = self_attention.num_attention_heads, self_attention.attention_head_size
-    heads = sorted(set(int(h) for h in heads))
-    if any(not 0 <= h < head_count for h in heads) or len(heads) >= head_count:
-        raise ValueError(f"heads must be distinct positions in [0, {head_count}) leaving at least one "
-                         f"head, got {heads}")
+    heads = check_head_positions(heads, head_count)
     # Hint: head h owns rows h*head_size ... (h+1)*head_size - 1; complement() gives the indices
     # not removed. shrink_linear query/key/value along dim 0, output.dense along dim 1, then
     # update the two head counts.

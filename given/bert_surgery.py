@@ -122,8 +122,8 @@ def prune_bert_heads(model, fraction):
         ``model``, with ``model.config.pruned_heads`` updated.
     """
     fraction = _check_bert_fraction(fraction)
+    attentions = [layer.attention for layer in bert_layers(model)]  # a clear TypeError if not a BERT
     pruned = {int(layer): set(heads) for layer, heads in (getattr(model.config, "pruned_heads", None) or {}).items()}
-    attentions = [layer.attention for layer in bert_layers(model)]
     head_counts = [attention.self.num_attention_heads for attention in attentions]
     emptied = [heads for heads in head_counts if number_to_prune(fraction, heads) >= heads]
     if emptied:

@@ -131,6 +131,7 @@ def check_distillation_inputs(student_logits, teacher_logits, temperature, mask)
     if student_logits.device != teacher_logits.device:
         raise ValueError(f"student_logits are on {student_logits.device} but teacher_logits on "
                          f"{teacher_logits.device}")
+    check_finite_logits(student_logits, teacher_logits)
     if mask is None:
         return
     positions = tuple(student_logits.shape[:-1])
@@ -162,3 +163,67 @@ def check_layer_counts(num_teacher_layers, num_student_layers):
     if num_student_layers > num_teacher_layers:
         raise ValueError(f"the student cannot have more layers ({num_student_layers}) than the "
                          f"teacher ({num_teacher_layers})")
+
+
+def check_finite_logits(student_logits, teacher_logits):
+    """Logit values of the distillation loss: non-empty; the student's finite; the teacher's
+    finite or ``-inf`` (a masked class: probability 0), with at least one finite logit per position."""
+    if student_logits.numel() == 0:
+        raise ValueError(f"the logits are empty (shape {tuple(student_logits.shape)}): nothing to distil")
+    check_floating_tensor(student_logits.detach(), "student_logits")
+    teacher = teacher_logits.detach()
+    if torch.isnan(teacher).any() or (teacher == math.inf).any():
+        raise ValueError(f"teacher_logits contain {int(torch.isnan(teacher).sum())} NaN and "
+                         f"{int((teacher == math.inf).sum())} +inf values; only finite values and "
+                         "-inf (a class the teacher rules out) are allowed")
+    if (teacher == -math.inf).all(dim=-1).any():
+        raise ValueError("teacher_logits have a position where every class is -inf: the teacher "
+                         "gives no distribution there")
+
+
+def check_kept_indices(keep, size, name="keep"):
+    """Indices to keep along a dimension of ``size``: a 1-D integer tensor or list, strictly
+    increasing (so no duplicates), in ``[0, size)``, not empty. Returns them as an int64 tensor."""
+    if isinstance(keep, torch.Tensor):
+        if keep.dtype == torch.bool:
+            raise TypeError(f"{name} must hold indices, not a bool mask (for a mask m, pass "
+                            f"m.nonzero().flatten())")
+        if keep.is_floating_point() or keep.is_complex() or keep.dim() != 1:
+            raise TypeError(f"{name} must be a 1-D integer tensor of indices, got dtype {keep.dtype} "
+                            f"and shape {tuple(keep.shape)}")
+        keep = keep.to(torch.long).cpu()
+    elif isinstance(keep, (list, tuple, range)) and all(is_integer(i) for i in keep):
+        keep = torch.tensor(list(keep), dtype=torch.long)
+    else:
+        raise TypeError(f"{name} must be a 1-D integer tensor (or a list of ints) of indices, got {keep!r}")
+    if keep.numel() == 0:
+        raise ValueError(f"{name} is empty: a layer must keep at least one row or column")
+    if not (0 <= int(keep.min()) and int(keep.max()) < size):
+        raise ValueError(f"{name} must be indices in [0, {size}), got values from {int(keep.min())} "
+                         f"to {int(keep.max())}")
+    if keep.numel() > 1 and not bool((keep[1:] > keep[:-1]).all()):
+        raise ValueError(f"{name} must be strictly increasing (sorted, no duplicates), got "
+                         f"{keep.tolist()[:20]}")
+    return keep
+
+
+def check_head_positions(heads, head_count):
+    """Heads to remove from a layer of ``head_count`` heads: distinct ints in ``[0, head_count)``,
+    leaving at least one head. Returns them sorted."""
+    if isinstance(heads, torch.Tensor):
+        heads = heads.tolist() if not heads.is_floating_point() and heads.dtype != torch.bool else [heads]
+    if not isinstance(heads, (list, tuple, set, range)) or not all(is_integer(h) for h in heads):
+        raise TypeError(f"heads must be a list of head positions (ints), got {heads!r}")
+    positions = sorted(int(h) for h in heads)
+    if len(set(positions)) != len(positions) or any(not 0 <= h < head_count for h in positions) \
+            or len(positions) >= head_count:
+        raise ValueError(f"heads must be distinct positions in [0, {head_count}) leaving at least one "
+                         f"head, got {positions}")
+    return positions
+
+
+def check_known_keywords(given, known, what, examples=()):
+    """Raise ``TypeError`` naming any key of ``given`` not in ``known`` (a typo is never ignored)."""
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise TypeError(f"unknown {what} {unknown}" + (f"; e.g. {', '.join(examples)}" if examples else ""))

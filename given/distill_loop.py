@@ -60,6 +60,15 @@ def first_batch(train_data):
         raise ValueError("train_data is empty: it yielded no batch") from None
 
 
+def check_finite_input(tensor, name):
+    """Floating-point model inputs must be finite: NaN or inf data would make the loss NaN."""
+    if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        raise ValueError(f"{name} hold {int(torch.isnan(tensor).sum())} NaN and "
+                         f"{int(torch.isinf(tensor).sum())} inf values: the training data is bad "
+                         "(clean it; this is not a learning-rate problem)")
+    return tensor
+
+
 def unpack_batch(batch, device):
     """``(inputs, labels, kd_mask)`` of one batch, moved to ``device``.
 
@@ -74,12 +83,14 @@ def unpack_batch(batch, device):
             if not isinstance(value, torch.Tensor):
                 raise TypeError(f"batch[{key!r}] must be a tensor, got {type(value).__name__}")
         inputs = {key: value.to(device) for key, value in batch.items() if key != "labels"}
+        for key, value in inputs.items():
+            check_finite_input(value, f"batch[{key!r}]")
         kd_mask = inputs["attention_mask"] == 1 if "attention_mask" in inputs else None
         return inputs, batch["labels"].to(device), kd_mask
     if (isinstance(batch, (tuple, list)) and len(batch) == 2
             and all(isinstance(part, torch.Tensor) for part in batch)):
         inputs, labels = batch
-        return inputs.to(device), labels.to(device), None
+        return check_finite_input(inputs.to(device), "the batch's inputs"), labels.to(device), None
     raise TypeError("each batch must be a pair of tensors (inputs, labels) or a dict with "
                     f"'input_ids', 'attention_mask' and 'labels', got {type(batch).__name__}")
 

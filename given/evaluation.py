@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from transformers import set_seed
 
+from given.checks import check_positive_integer
 from given.manifest import SHARED_DATA_DIR
 from given.models import BUILTIN_TEXT_SAMPLE, announce, hub_reachable
 from given.sizes import stored_bytes, storage_dtypes
@@ -256,6 +257,7 @@ def masked_lm_perplexity(model, eval_set, *, batch_size=32, progress=False):
     """
     from tqdm.auto import tqdm
 
+    check_positive_integer(batch_size, "batch_size")
     model.eval()
     device = model_device(model)
     total_nll, total_tokens = 0.0, 0
@@ -408,6 +410,10 @@ def save_results(table, output_dir, stem="results"):
 # 5. Exercise 3 on wikitext in one call
 # ----------------------------------------------------------------------------------------------
 
+MAX_TEXT_PASSES = 100
+"""``make_mlm_batches`` repeats a short text with fresh masks, but at most this many times."""
+
+
 def make_mlm_batches(texts, tokenizer, *, num_batches, batch_size=16, seq_len=128, mask_fraction=0.15, seed=0):
     """``num_batches`` masked-LM training batches (dicts: input_ids, attention_mask, labels) from ``texts``.
 
@@ -419,6 +425,11 @@ def make_mlm_batches(texts, tokenizer, *, num_batches, batch_size=16, seq_len=12
     input_ids, attention_mask = windows_from_texts(texts, tokenizer, seq_len=seq_len)
     generator = torch.Generator().manual_seed(seed)
     needed, windows = num_batches * batch_size, []
+    if math.ceil(needed / len(input_ids)) > MAX_TEXT_PASSES:
+        raise ValueError(f"{num_batches} batches of {batch_size} windows would need "
+                         f"{math.ceil(needed / len(input_ids)):,} passes over a text of only "
+                         f"{len(input_ids)} windows (at most {MAX_TEXT_PASSES}): ask for fewer "
+                         "batches or give more text")
     for pass_number in range(math.ceil(needed / len(input_ids))):
         masked, labels = mask_tokens(input_ids, attention_mask, special_ids=tokenizer.all_special_ids,
                                      mask_id=tokenizer.mask_token_id, mask_fraction=mask_fraction,

@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from given.checks import check_known_keywords
 from given.manifest import SHARED_DATA_DIR
 from given.torch_utils import default_device
 
@@ -30,6 +31,7 @@ def random_bert(seed=0, vocab_size=30522, **shape):
     """
     from transformers import BertConfig, BertForMaskedLM
 
+    check_known_keywords(shape, BertConfig().to_dict(), "BertConfig fields", examples=BERT_TINY_SHAPE)
     config = BertConfig(vocab_size=vocab_size, **{**BERT_TINY_SHAPE, **shape})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -37,8 +39,15 @@ def random_bert(seed=0, vocab_size=30522, **shape):
     return model.eval()
 
 
+_ANNOUNCED = set()
+
+
 def announce(message):
-    """Say something important loudly: a ``RuntimeWarning`` and a banner in the output."""
+    """Say something important loudly, once per process: a ``RuntimeWarning`` and a banner in the
+    output (the notebook silences the warning: ``given/quiet.py``)."""
+    if message in _ANNOUNCED:
+        return
+    _ANNOUNCED.add(message)
     warnings.warn(message, RuntimeWarning, stacklevel=2)
     bar = "!" * 100
     print(f"\n{bar}\n!!! {message}\n{bar}\n", flush=True)
@@ -100,6 +109,10 @@ def load_bert(name_or_path=DEFAULT_MODEL, *, quantization_config=None, dtype=Non
     """
     from transformers import BertForMaskedLM
 
+    if _looks_like_local_path(name_or_path) and not Path(name_or_path).expanduser().is_dir():
+        raise FileNotFoundError(f"model folder {str(name_or_path)!r} does not exist (a local path must be "
+                                "a folder written by save_pretrained; a hub id looks like "
+                                "'google-bert/bert-base-uncased')")
     device = torch.device(device or default_device())
     if quantization_config is not None:
         if dtype is not None:

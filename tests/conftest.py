@@ -1,14 +1,24 @@
-"""Shared pytest set-up for the autograder.
+"""Shared pytest set-up for the tests and the autograder.
 
 Conventions every test file follows (the grader relies on them):
 - one marker per test, usually as a module-level ``pytestmark``: an exercise marker
   (``ex1_quantization``, ``ex2_pruning``, ``ex3_distillation``: graded) or ``given_code`` (tests of
-  the given measuring code: never graded); see ``given/manifest.py``;
-- ``@pytest.mark.points(n)`` gives the test's weight (1 when absent);
+  the given code: never graded); see ``given/manifest.py``;
+- ``@pytest.mark.points(n)`` gives the test's weight (1 when absent; its parametrized cases share it);
 - every test starts from the same seeds, so a submission gets the same score every run;
 - heavy tests carry ``@pytest.mark.slow`` and run only with ``--run-slow``.
+
+What a run prints (the student's screenful):
+- a test that fails only because it reached the ``NotImplementedError("Exercise N.M: ...")`` of an
+  unfinished exercise is reported as ``UNFINISHED`` (letter ``u``; still a failure for the exit
+  status and ``-x``), in one line, without the traceback;
+- at the end, a table of points per exercise and the first unfinished task ("next: ...").
+Any ``--tb`` option (``python -m pytest --tb=long``) turns this off: every failure is then
+reported by pytest as usual, with its full traceback.
 """
+import ast
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -20,7 +30,13 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:  # tests import the modules flat: `from quantization import ...`, `import given...`
     sys.path.insert(0, _ROOT)
 
-from given.manifest import SHARED_DATA_DIR, TEST_MARKERS  # noqa: E402
+from given.manifest import EXERCISES, SHARED_DATA_DIR, TEST_MARKERS  # noqa: E402
+from given.quiet import quiet_known_noise  # noqa: E402
+
+quiet_known_noise()
+
+UNFINISHED_RE = re.compile(r"^Exercise (?P<number>\d+(?:\.\d+)*): ")
+"""The message of a stub's ``NotImplementedError``: ``Exercise 1.2: absmax int8 dequantization``."""
 
 
 def pytest_addoption(parser):
@@ -64,3 +80,177 @@ def tiny_bert():
     """
     from given.models import random_bert
     return random_bert(seed=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The student's screenful: unfinished exercises in one line each, then the points and what next
+# ---------------------------------------------------------------------------------------------
+
+def short_reports(config):
+    """Whether unfinished exercises get the short report (no ``--tb`` option was given)."""
+    return config.getoption("tbstyle", "auto") == "auto"
+
+
+def unfinished_task(excinfo):
+    """``(number, task, function, "file:line")`` when ``excinfo`` is a stub's NotImplementedError
+    ("Exercise N.M: ..."), else None. ``number`` is a tuple of ints, for sorting."""
+    if excinfo is None or not excinfo.errisinstance(NotImplementedError):
+        return None
+    message = str(excinfo.value)
+    match = UNFINISHED_RE.match(message)
+    if not match:
+        return None
+    stub = excinfo.traceback[-1]
+    where = f"{Path(str(stub.path)).name}:{stub.lineno + 1}"
+    return tuple(int(n) for n in match["number"].split(".")), message, stub.name, where
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    task = unfinished_task(call.excinfo) if report.failed else None
+    if task is not None:
+        report.unfinished = task
+        if short_reports(item.config):
+            report.longrepr = f"{task[3]}: NotImplementedError: {task[1]} ({task[2]} is not written yet)"
+
+
+def pytest_report_teststatus(report, config):
+    if getattr(report, "unfinished", None) and short_reports(config):
+        return "unfinished", "u", ("UNFINISHED", {"yellow": True})
+    return None
+
+
+def stubbed_tasks(root=_ROOT):
+    """``{number: (task, function, "file:line")}`` of the stubs still in the exercise files: each
+    ``raise NotImplementedError("Exercise N.M: ...")`` there, found without running anything."""
+    tasks = {}
+    for exercise in EXERCISES:
+        path = Path(root) / exercise.deliverable
+        try:
+            tree = ast.parse(path.read_text(), str(path))
+        except (OSError, SyntaxError, ValueError):  # pytest reports a file that does not parse
+            continue
+        for function in ast.walk(tree):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):  # nested functions come later and win: the innermost
+                call = node.exc if isinstance(node, ast.Raise) else None
+                if (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "NotImplementedError"
+                        and call.args and isinstance(call.args[0], ast.Constant)
+                        and isinstance(call.args[0].value, str)):
+                    match = UNFINISHED_RE.match(call.args[0].value)
+                    if match:
+                        number = tuple(int(n) for n in match["number"].split("."))
+                        tasks[number] = (call.args[0].value, function.name,
+                                         f"{exercise.deliverable}:{node.lineno}")
+    return tasks
+
+
+class Scoreboard:
+    """Points per exercise of this run (each test's ``points`` shared by its parametrized cases),
+    the unfinished tasks met, and the other failures."""
+
+    def __init__(self):
+        self.tests = {}       # nodeid -> (exercise marker, points)
+        self.outcomes = {}    # nodeid -> "passed" / "failed" / "skipped" (the worst phase)
+        self.unfinished = {}  # task number -> (task, function, file:line)
+        self.failures = {}    # nodeid -> message, of the failures that are not an unwritten stub
+
+    def collected(self, items):
+        cases = {}
+        for item in items:
+            key = (item.location[0], getattr(item, "originalname", item.name))
+            cases[key] = cases.get(key, 0) + 1
+        for item in items:
+            exercise = next((e.marker for e in EXERCISES if item.get_closest_marker(e.marker)), None)
+            if exercise is None:
+                continue
+            marker = item.get_closest_marker("points")
+            points = float(marker.args[0]) if marker and marker.args else 1.0
+            key = (item.location[0], getattr(item, "originalname", item.name))
+            self.tests[item.nodeid] = (exercise, points / cases[key])
+
+    def reported(self, report):
+        task = getattr(report, "unfinished", None)
+        if report.failed and task is None:
+            self.failures.setdefault(f"{report.nodeid}" + ("" if report.when == "call" else f" ({report.when})"),
+                                     failure_message(report))
+        if report.nodeid not in self.tests:
+            return
+        if report.failed or report.skipped or report.when == "call":
+            previous = self.outcomes.get(report.nodeid)
+            if previous in (None, "passed"):
+                self.outcomes[report.nodeid] = report.outcome
+        if task is not None:
+            self.unfinished.setdefault(task[0], task[1:])
+
+    def rows(self):
+        """``(exercise, earned, maximum, passed, run)`` per exercise with tests in this run."""
+        rows = []
+        for exercise in EXERCISES:
+            ran = [(n, p) for n, (e, p) in self.tests.items()
+                   if e == exercise.marker and self.outcomes.get(n) in ("passed", "failed")]
+            if ran:
+                earned = sum(p for n, p in ran if self.outcomes[n] == "passed")
+                passed = sum(self.outcomes[n] == "passed" for n, _ in ran)
+                rows.append((exercise, earned, sum(p for _, p in ran), passed, len(ran)))
+        return rows
+
+
+_scoreboard = Scoreboard()  # one per pytest run (a conftest is imported once per run)
+
+
+def pytest_collection_finish(session):
+    _scoreboard.collected(session.items)
+
+
+def pytest_runtest_logreport(report):
+    _scoreboard.reported(report)
+
+
+def failure_message(report, max_lines=4):
+    """The exception's message (``AssertionError: ...``), whole up to ``max_lines`` lines: never cut
+    to the terminal's width, as pytest's own summary line is."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else str(report.longrepr).strip().splitlines()[-1:][0]
+    lines = text.splitlines()
+    return "\n".join(lines[:max_lines] + (["..."] if len(lines) > max_lines else []))
+
+
+def _points(x):
+    return f"{x:.1f}".rstrip("0").rstrip(".")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    board = _scoreboard
+    rows = board.rows()
+    write = terminalreporter.write_line
+    terminalreporter.ensure_newline()
+    if board.failures:
+        terminalreporter.section("failures (whole messages; tracebacks above)", sep="=", red=True)
+        for nodeid, message in board.failures.items():
+            write(f"FAILED {nodeid}", red=True)
+            for line in message.splitlines():
+                write(f"    {line}")
+    if not rows:
+        return
+    terminalreporter.section("your points (public tests of this run)", sep="=", bold=True)
+    for exercise, earned, maximum, passed, run in rows:
+        name = exercise.title.split(":")[0]
+        write(f"{name:<45} {exercise.deliverable:<16} {_points(earned):>5} / {_points(maximum):<5} "
+              f"({passed} of {run} tests pass)")
+    earned, maximum = sum(r[1] for r in rows), sum(r[2] for r in rows)
+    write(f"{'total':<62} {_points(earned):>5} / {_points(maximum)}")
+    unfinished = {**board.unfinished, **stubbed_tasks()}
+    exercises_run = {exercise.number for exercise, *_ in rows}
+    unfinished = {n: task for n, task in unfinished.items() if n[0] in exercises_run}
+    if unfinished:
+        number = min(unfinished)
+        task, function, where = unfinished[number]
+        write(f"still to write: {', '.join('.'.join(map(str, n)) for n in sorted(unfinished))}")
+        terminalreporter.write_line(f"next: Exercise {'.'.join(map(str, number))} {function} "
+                                    f"({where}): {task.split(': ', 1)[1]}", bold=True)
+    if short_reports(config):
+        write("(one exercise: python -m pytest -m ex1_quantization; full tracebacks: add --tb=long)")

@@ -106,6 +106,7 @@ def main(argv=None):
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+    from given.quiet import quiet_known_noise
 
     notebook_path = Path(args.notebook).resolve()
     output_dir = Path(args.output_dir).resolve()
@@ -121,6 +122,7 @@ def main(argv=None):
     print(f"Running {notebook_path.name} with {parameters}", flush=True)
     client = NotebookClient(notebook, timeout=args.cell_timeout, kernel_name=args.kernel,
                             resources={"metadata": {"path": str(notebook_path.parent)}})
+    quiet_known_noise(client)  # the kernel's harmless start-up warnings (given/quiet.py)
     start, failure = time.perf_counter(), None
     try:
         client.execute()

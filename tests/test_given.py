@@ -1,0 +1,398 @@
+"""Tests of given code: the argument checks, the int8 and fp16 products, sizes, the training
+loop's plumbing, the bad-input errors of the given modules. Never graded (marker ``given_code``).
+
+They pass in the student release as it is: every check runs before the exercise it guards, so
+each of these tests names the error a bad input gets, whether or not the exercise is written.
+"""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from distillation import (compute_distillation_loss, cross_entropy_loss, distill_model,
+                          evenly_spaced_layers, make_bert_student)
+from given.distill_loop import model_logits
+from given.matmul import fp16_matmul, int8_matmul_int32
+from given.quantized_vector import QuantizedVector
+from helpers import changed_entries, small_bert, state_copy
+from quantization import mixed_precision_forward
+from test_distillation import NUM_CLASSES, NUM_FEATURES, make_batches, make_student, make_teacher, random_logits
+
+pytestmark = pytest.mark.given_code
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercise 1's given code: QuantizedVector's checks, memory_bytes, the int8 and fp16 products
+# ---------------------------------------------------------------------------------------------
+
+def stored_as(quantization_format, quantized, alpha):
+    """A ``QuantizedVector`` holding the given values, built without quantizing (no exercise code)."""
+    vector = QuantizedVector.__new__(QuantizedVector)
+    vector.quantization_format, vector.quantized_vector, vector.alpha = quantization_format, quantized, alpha
+    return vector
+
+
+def test_memory_bytes_per_format():
+    values, scale = torch.zeros(100, dtype=torch.int8), torch.ones(())
+    assert stored_as("int8", values, scale).memory_bytes() == 100 + 4
+    assert stored_as("fp16", values.half(), None).memory_bytes() == 200
+    assert stored_as("1bit", values, scale).memory_bytes() == 13 + 4  # ceil(100 / 8) + scale
+    assert stored_as("1.58bit", values, scale).memory_bytes() == 20 + 4  # ceil(100 / 5): 5 ternary values a byte
+    assert stored_as("int8", values.reshape(10, 10), torch.ones(10, 1)).memory_bytes() == 100 + 10 * 4
+
+
+@pytest.mark.parametrize("bad, error, words", [
+    (torch.tensor([1, 2, 3]), TypeError, "floating-point"),
+    ([1.0, 2.0], TypeError, "torch.Tensor"),
+    (torch.tensor([]), ValueError, "empty"),
+    (torch.tensor([1.0, float("nan")]), ValueError, "NaN"),
+    (torch.tensor([1.0, float("inf")]), ValueError, "inf"),
+])
+def test_bad_vectors_are_rejected_clearly(bad, error, words):
+    with pytest.raises(error, match=words):
+        QuantizedVector(bad, "int8")
+
+
+def test_unknown_format_names_the_allowed_ones():
+    with pytest.raises(ValueError, match=r"int8.*fp16.*1bit.*1\.58bit"):
+        QuantizedVector(torch.ones(3), "int4")
+
+
+def test_bad_dim_and_fp16_overflow_are_rejected():
+    with pytest.raises(ValueError, match="dim"):
+        QuantizedVector(torch.ones(3, 3), "int8", dim=2)
+    with pytest.raises(ValueError, match="65504"):
+        QuantizedVector(torch.tensor([1e5]), "fp16")
+
+
+def test_int8_matmul_accumulates_in_int32_without_wrap_around():
+    """Given helper (worth no points): int8 x int8 must not wrap around in int8."""
+    a = torch.full((2, 64), 127, dtype=torch.int8)
+    b = torch.full((64, 3), -127, dtype=torch.int8)
+    result = int8_matmul_int32(a, b)
+    assert result.dtype == torch.int32
+    assert torch.equal(result, torch.full((2, 3), -127 * 127 * 64, dtype=torch.int32))
+
+
+def test_int8_matmul_fallback_is_exact(monkeypatch):
+    """Given helper: without torch._int_mm (old torch, odd CUDA shapes) the float64 path is used."""
+    import given.matmul
+    monkeypatch.setattr(given.matmul, "_int_mm_supported", lambda a, b: False)
+    a = torch.randint(-127, 128, (5, 300), dtype=torch.int8)
+    b = torch.randint(-127, 128, (300, 7), dtype=torch.int8)
+    expected = a.to(torch.int64) @ b.to(torch.int64)
+    result = int8_matmul_int32(a, b)
+    assert result.dtype == torch.int32 and torch.equal(result.to(torch.int64), expected)
+
+
+def test_mixed_precision_rejects_bad_input():
+    x, w = torch.randn(4, 8), torch.randn(8, 3)
+    with pytest.raises(ValueError, match="weight.T"):
+        mixed_precision_forward(x, torch.randn(3, 8))
+    with pytest.raises(TypeError, match="floating-point"):
+        mixed_precision_forward(x.to(torch.int32), w)
+    with pytest.raises(ValueError, match="threshold"):
+        mixed_precision_forward(x, w, threshold=-1.0)
+    x[0, 0] = 1e6  # an outlier beyond fp16's range would silently become inf
+    with pytest.raises(ValueError, match="65504"):
+        fp16_matmul(x[:, :1], w[:1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercise 3's given code: the checks of the loss and of the training loop
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("temperature", [0, -1.0, float("nan"), float("inf"), "2", True])
+def test_loss_rejects_bad_temperature(temperature):
+    with pytest.raises(ValueError, match="temperature"):
+        compute_distillation_loss(random_logits(2, 3), random_logits(2, 3), temperature)
+
+
+@pytest.mark.parametrize("student, teacher, error, message", [
+    (random_logits(2, 3), random_logits(2, 4), ValueError, "same shape"),
+    (random_logits(3), random_logits(3), ValueError, r"\(N, C\) or \(B, L, C\)"),
+    (torch.ones(2, 3, dtype=torch.long), random_logits(2, 3), TypeError, "floating-point"),
+    ([[0.0, 1.0]], random_logits(1, 2), TypeError, "floating-point"),
+])
+def test_loss_rejects_bad_random_logits(student, teacher, error, message):
+    with pytest.raises(error, match=message):
+        compute_distillation_loss(student, teacher, 2.0)
+
+
+@pytest.mark.parametrize("mask, error, message", [
+    (torch.ones(2, 4, dtype=torch.bool), ValueError, r"shape \(2, 4\).*\(2, 3\)"),
+    (torch.ones(2, 3, 5, dtype=torch.bool), ValueError, "shape"),
+    (torch.ones(2, 3, dtype=torch.long), TypeError, "bool"),
+    (torch.zeros(2, 3, dtype=torch.bool), ValueError, "selects no position"),
+])
+def test_loss_rejects_bad_mask(mask, error, message):
+    with pytest.raises(error, match=message):
+        compute_distillation_loss(random_logits(2, 3, 5), random_logits(2, 3, 5), 2.0, mask=mask)
+
+
+def test_cross_entropy_without_labels_is_zero_not_nan():
+    scores = random_logits(2, 3, 5).requires_grad_()
+    loss = cross_entropy_loss(scores, torch.full((2, 3), -100))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.all(scores.grad == 0)
+
+
+GOOD = dict(temperature=2.0, alpha=0.5, num_epochs=1, learning_rate=1e-2)
+
+
+class _NoLogits(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return {"scores": self.linear(x)}
+
+
+def test_model_logits_reads_hugging_face_outputs_and_plain_tensors():
+    class WithLogits(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(3, 2)
+
+        def forward(self, input_ids):
+            return type("Output", (), {"logits": self.linear(input_ids)})()
+
+    model, x = WithLogits(), torch.randn(4, 3)
+    assert torch.equal(model_logits(model, {"input_ids": x}), model.linear(x))
+    assert torch.equal(model_logits(model.linear, x), model.linear(x))
+    with pytest.raises(TypeError, match="logits"):
+        model_logits(_NoLogits(), x)
+
+
+@pytest.mark.parametrize("override, message", [
+    (dict(alpha=-0.1), "alpha"), (dict(alpha=1.5), "alpha"), (dict(alpha=float("nan")), "alpha"),
+    (dict(temperature=0.0), "temperature"), (dict(temperature=-2.0), "temperature"),
+    (dict(num_epochs=0), "num_epochs"), (dict(num_epochs=1.5), "num_epochs"),
+    (dict(learning_rate=0.0), "learning_rate"), (dict(learning_rate=-1e-3), "learning_rate"),
+])
+def test_distill_model_rejects_bad_hyperparameters_before_training(override, message):
+    teacher, student, batches = make_teacher(), make_student(), make_batches(num_batches=2)
+    teacher_before, student_before = state_copy(teacher), state_copy(student)
+    with pytest.raises(ValueError, match=message):
+        distill_model(teacher, student, batches, **{**GOOD, **override}, progress=False)
+    assert not changed_entries(teacher, teacher_before) and not changed_entries(student, student_before)
+    assert teacher.training, "the teacher's training flag must be left as it was"
+
+
+@pytest.mark.parametrize("case, error, message", [
+    ("empty", ValueError, "empty"),
+    ("generator", TypeError, "one-shot"),
+    ("output size", ValueError, "teacher.*student"),
+    ("labels shape", ValueError, "labels"),
+    ("batch form", TypeError, "pair of tensors"),
+    ("dict without labels", ValueError, "labels"),
+])
+def test_distill_model_rejects_bad_data_before_training(case, error, message):
+    teacher, student, batches = make_teacher(), make_student(), make_batches(num_batches=2)
+    if case == "output size":
+        student = nn.Linear(NUM_FEATURES, NUM_CLASSES + 1)
+    data = {
+        "empty": [],
+        "generator": (batch for batch in batches),
+        "output size": batches,
+        "labels shape": [(x, y[:4]) for x, y in batches],
+        "batch form": [x for x, _ in batches],
+        "dict without labels": [{"input_ids": x} for x, _ in batches],
+    }[case]
+    teacher_before, student_before = state_copy(teacher), state_copy(student)
+    with pytest.raises(error, match=message):
+        distill_model(teacher, student, data, **GOOD, progress=False)
+    assert not changed_entries(teacher, teacher_before) and not changed_entries(student, student_before)
+
+
+def test_distill_model_rejects_non_modules():
+    student, batches = make_student(), make_batches(num_batches=2)
+    with pytest.raises(TypeError, match="teacher_model"):
+        distill_model(lambda x: x, student, batches, **GOOD, progress=False)
+
+
+@pytest.mark.parametrize("teacher_layers, student_layers", [(4, 5), (4, 0), (0, 0), (4, 2.0), (4, True)])
+def test_evenly_spaced_layers_rejects_bad_counts(teacher_layers, student_layers):
+    with pytest.raises(ValueError, match="layers"):
+        evenly_spaced_layers(teacher_layers, student_layers)
+
+
+def test_make_bert_student_rejects_bad_input():
+    teacher = small_bert(seed=0, vocab_size=100)
+    with pytest.raises(ValueError, match="more layers"):
+        make_bert_student(teacher, num_layers=3)
+    with pytest.raises(ValueError, match="num_student_layers"):
+        make_bert_student(teacher, num_layers=0)
+    with pytest.raises(TypeError, match="BertForMaskedLM"):
+        make_bert_student(nn.Linear(2, 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input, a clear error, nothing silent: one test per case of the review, naming the error
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("student, teacher, error, message", [
+    (torch.empty(0, 4), torch.empty(0, 4), ValueError, "empty"),
+    (torch.tensor([[0.0, math.nan]]), torch.zeros(1, 2), ValueError, "student_logits contains 1 NaN"),
+    (torch.tensor([[0.0, math.inf]]), torch.zeros(1, 2), ValueError, "student_logits contains 0 NaN and 1 inf"),
+    (torch.zeros(1, 2), torch.tensor([[0.0, math.nan]]), ValueError, "teacher_logits contain 1 NaN"),
+    (torch.zeros(1, 2), torch.tensor([[0.0, math.inf]]), ValueError, r"1 \+inf"),
+    (torch.zeros(2, 2), torch.tensor([[0.0, 1.0], [-math.inf, -math.inf]]), ValueError, "every class is -inf"),
+])
+def test_loss_rejects_nan_inf_and_empty_logits(student, teacher, error, message):
+    with pytest.raises(error, match=message):
+        compute_distillation_loss(student, teacher, 2.0)
+
+
+def test_loss_accepts_minus_inf_teacher_logits():
+    """-inf in the teacher is a class it rules out: allowed by the check (the loss itself is 3.1)."""
+    from given.checks import check_distillation_inputs
+    check_distillation_inputs(torch.zeros(1, 3), torch.tensor([[0.0, -math.inf, 1.0]]), 2.0, None)
+
+
+@pytest.mark.parametrize("alpha", [1.5, -0.5, math.nan])
+def test_distillation_step_rejects_bad_alpha(alpha):
+    from distillation import distillation_step
+    teacher, student = make_teacher().eval(), make_student()
+    before = state_copy(student)
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+    inputs, labels = make_batches(num_batches=1)[0]
+    with pytest.raises(ValueError, match="alpha .* must be in \\[0, 1\\]"):
+        distillation_step(teacher, student, inputs, labels, None, optimizer, 2.0, alpha)
+    assert not changed_entries(student, before), "a rejected step must not train"
+
+
+def test_distillation_step_rejects_bad_temperature():
+    from distillation import distillation_step
+    teacher, student = make_teacher().eval(), make_student()
+    inputs, labels = make_batches(num_batches=1)[0]
+    with pytest.raises(ValueError, match="temperature"):
+        distillation_step(teacher, student, inputs, labels, None,
+                          torch.optim.SGD(student.parameters(), lr=0.1), 0.0, 0.5)
+
+
+@pytest.mark.parametrize("where", [0, 1])
+def test_distill_model_says_the_input_data_is_bad(where):
+    teacher, student, batches = make_teacher(), make_student(), make_batches(num_batches=2)
+    batches[where][0][0, 0] = math.nan
+    with pytest.raises(ValueError, match="1 NaN and 0 inf values: the training data is bad"):
+        distill_model(teacher, student, batches, **GOOD, progress=False)
+
+
+def test_distill_model_refuses_a_student_that_is_or_shares_the_teacher():
+    teacher, batches = make_teacher(), make_batches(num_batches=2)
+    with pytest.raises(ValueError, match="is the teacher_model itself"):
+        distill_model(teacher, teacher, batches, **GOOD, progress=False)
+    sharing = nn.Sequential(teacher[0], nn.ReLU(), nn.Linear(32, NUM_CLASSES))
+    before = state_copy(teacher)
+    with pytest.raises(ValueError, match="shares .* parameter"):
+        distill_model(teacher, sharing, batches, **GOOD, progress=False)
+    assert not changed_entries(teacher, before)
+
+
+def test_quantized_vector_refuses_float64_beyond_float32():
+    with pytest.raises(ValueError, match=r"vector \(as float32\) contains 0 NaN and 1 inf"):
+        QuantizedVector(torch.tensor([1.0, 1e300], dtype=torch.float64), "int8")
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    (torch.tensor([1.0, math.nan]), ValueError, "1 NaN"),
+    (torch.tensor([1.0, -math.inf]), ValueError, "1 inf"),
+    (torch.tensor([]), ValueError, "empty"),
+    (torch.tensor([1e5]), ValueError, "65504"),
+])
+def test_fp16_quantize_refuses_nan_inf_empty_and_overflow(bad, error, message):
+    from quantization import fp16_quantize
+    with pytest.raises(error, match=message):
+        fp16_quantize(bad)
+
+
+def test_quantize_model_skip_takes_one_name_and_refuses_unknown_names():
+    from given.quantized_linear import QuantizedLinear, _skip_names, quantize_model
+    bert = small_bert(seed=0, vocab_size=100)
+    assert _skip_names(bert, "cls") == ("cls",), "a string is one name, not its characters"
+    with pytest.raises(ValueError, match=r"skip names \['clss'\] match no module"):
+        quantize_model(bert, "int8", skip="clss")
+    with pytest.raises(ValueError, match="threshold"):
+        QuantizedLinear(nn.Linear(4, 2), "int8", threshold=-1.0)
+    with pytest.raises(ValueError, match="unknown quantization_format 'int4'"):
+        QuantizedLinear(nn.Linear(4, 2), "int4")
+
+
+@pytest.mark.parametrize("keep, error, message", [
+    (torch.tensor([True, False, True]), TypeError, "not a bool mask"),
+    (torch.tensor([0.0, 2.0]), TypeError, "integer tensor"),
+    (torch.tensor([2, 0]), ValueError, "strictly increasing"),
+    (torch.tensor([0, 0, 2]), ValueError, "strictly increasing"),
+    (torch.tensor([], dtype=torch.long), ValueError, "empty"),
+    (torch.tensor([0, 3]), ValueError, r"in \[0, 3\)"),
+    (torch.tensor([-1, 0]), ValueError, r"in \[0, 3\)"),
+    ([0.5, 1], TypeError, "list of ints"),
+])
+def test_shrink_linear_refuses_bad_indices(keep, error, message):
+    from pruning import shrink_linear
+    linear = nn.Linear(4, 3)
+    weight = linear.weight.detach().clone()
+    with pytest.raises(error, match=message):
+        shrink_linear(linear, keep, dim=0)
+    assert torch.equal(linear.weight, weight), "a refused cut leaves the layer as it was"
+
+
+def test_shrink_linear_refuses_other_modules_and_dims():
+    from pruning import shrink_linear
+    with pytest.raises(TypeError, match="must be an nn.Linear, got Conv1d"):
+        shrink_linear(nn.Conv1d(2, 2, 1), torch.tensor([0]), dim=0)
+    with pytest.raises(ValueError, match="dim must be 0"):
+        shrink_linear(nn.Linear(2, 2), torch.tensor([0]), dim=2)
+
+
+@pytest.mark.parametrize("heads, error, message", [
+    ([0.7], TypeError, "head positions"),
+    ([2], ValueError, r"distinct positions in \[0, 2\)"),
+    ([0, 1], ValueError, "leaving at least one head"),
+    ([0, 0], ValueError, "distinct"),
+])
+def test_remove_attention_heads_refuses_bad_heads(heads, error, message):
+    from pruning import remove_attention_heads
+    attention = small_bert(seed=0, vocab_size=100).bert.encoder.layer[0].attention
+    with pytest.raises(error, match=message):
+        remove_attention_heads(attention, heads)
+
+
+def test_bert_surgery_refuses_bad_counts_and_models():
+    from given.bert_surgery import lowest_indices, prune_bert_ffn_neurons, prune_bert_heads
+    with pytest.raises(ValueError, match=r"count must be an integer in \[0, 3\], got -1"):
+        lowest_indices(torch.tensor([3.0, 1.0, 2.0]), -1)
+    for prune in (prune_bert_heads, prune_bert_ffn_neurons):
+        with pytest.raises(TypeError, match="expected a Hugging Face BertModel or BertFor... model, got Linear"):
+            prune(nn.Linear(4, 4), 0.5)
+
+
+def test_apply_weight_pruning_refuses_modules_without_weights():
+    from pruning import apply_weight_pruning
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    with pytest.raises(TypeError, match="has no weight tensor"):
+        apply_weight_pruning(model, nn.ReLU, 0.5)
+
+
+def test_loading_says_what_is_wrong(tmp_path):
+    from given.models import load_bert, random_bert
+    with pytest.raises(FileNotFoundError, match="'./nope' does not exist"):
+        load_bert("./nope")
+    with pytest.raises(TypeError, match=r"unknown BertConfig fields \['layers'\]"):
+        random_bert(layers=3)
+
+
+def test_evaluation_refuses_a_zero_batch_size_and_endless_batches():
+    import given.evaluation as ev
+    from given.models import _builtin_sample_tokenizer
+    tokenizer = _builtin_sample_tokenizer()
+    eval_set = ev.build_masked_eval_set(["a sample of text about model compression ."] * 4, tokenizer,
+                                        seq_len=16, seed=0)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
+        ev.masked_lm_perplexity(small_bert(seed=0, vocab_size=tokenizer.vocab_size), eval_set, batch_size=0)
+    with pytest.raises(ValueError, match="passes over a text of only"):
+        ev.make_mlm_batches(["a short text ."], tokenizer, num_batches=10**6)
