@@ -59,8 +59,9 @@ def minilm_dir():
 
 
 SMOKE_STEPS, SMOKE_LAYERS = 8, 2
-smoke_timeout = pytest.mark.timeout(300)
-"""The smoke run takes ~35 CPU-seconds; the headroom is for a busy shared machine."""
+def smoke_timeout(test):
+    """The smoke run takes ~35 CPU-seconds: a slow test (CI runs it), with headroom for a busy machine."""
+    return pytest.mark.slow(pytest.mark.timeout(300)(test))
 
 
 @pytest.fixture(scope="module")
