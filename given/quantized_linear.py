@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from given.checks import check_threshold
-from given.matmul import fp16_matmul, int8_matmul_int32
 from given.quantized_vector import QuantizedVector, check_format, dequantize
 from given.sizes import packed_bytes
 
@@ -16,10 +15,12 @@ from given.sizes import packed_bytes
 class QuantizedLinear(nn.Module):
     """A drop-in replacement for ``nn.Linear`` whose weight is stored quantized once.
 
-    - "int8": int8 weight with one scale per output feature; forward is LLM.int8() built from your
-      ``outlier_columns`` and the vector-wise int8 product, with the weight quantized once at
-      construction (as bitsandbytes does) instead of at every call. Outlier rows of the weight are
-      taken from its dequantized int8 values, so only int8 is stored.
+    - "int8": int8 weight with one scale per output feature, quantized once at construction (as
+      bitsandbytes does). The forward pass is *your* LLM.int8(): ``mixed_precision_forward``
+      (Exercise 1.8) with the stored weight handed over as a ``QuantizedVector(w, "int8", dim=0)``,
+      so your ``outlier_columns`` (1.6) picks the outlier columns and your
+      ``int8_vectorwise_matmul`` (1.7) quantizes the activations and multiplies. The outlier rows
+      of the weight are its dequantized int8 values, so only int8 is stored.
     - "fp16", "1bit", "1.58bit": forward multiplies by the dequantized weight (weight-only
       quantization; the activations stay in float32). Scales are per output feature.
 
@@ -38,7 +39,7 @@ class QuantizedLinear(nn.Module):
         quantized = QuantizedVector(weight_in_out, quantization_format,
                                     dim=None if quantization_format == "fp16" else 0)
         self.quantization_format = quantization_format
-        # Column-major (out, in) storage, transposed back as a view: faster for torch._int_mm.
+        # Stored (out, in), row after row of nn.Linear; .T gives the lab's (in, out) as a view.
         self.register_buffer("weight_quantized", quantized.quantized_vector.T.contiguous())
         self.register_buffer("weight_scale", quantized.alpha)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(),
@@ -49,6 +50,12 @@ class QuantizedLinear(nn.Module):
     def packed_bytes(self):
         """Bytes of this layer with its values packed in its format (``given.sizes``)."""
         return self._packed_bytes
+
+    def quantized_weight(self):
+        """The stored weight as a ``QuantizedVector`` of the (in, out) weight (a view, no copy)."""
+        return QuantizedVector.from_quantized(self.weight_quantized.T, self.weight_scale,
+                                              self.quantization_format,
+                                              dim=None if self.quantization_format == "fp16" else 0)
 
     def dequantized_weight(self):
         """The float32 (in, out) weight this layer multiplies by."""
@@ -67,37 +74,23 @@ class QuantizedLinear(nn.Module):
         else:
             out = x2d @ self.dequantized_weight()
         if self.bias is not None:
-            out = out + self.bias
+            out = out.add_(self.bias) if out.is_contiguous() else out + self.bias
         return out.reshape(*leading, self.out_features).to(x.dtype)
 
     def _llm_int8(self, x):
-        """Same decomposition as ``mixed_precision_forward``, with the weight quantized once.
+        """Your ``mixed_precision_forward`` on the stored int8 weight; counts the outlier columns."""
+        from quantization import mixed_precision_forward, outlier_columns
 
-        Instead of cutting the outlier columns out of ``x`` (and the matching rows out of the
-        int8 weight, a copy at every call), they are set to zero for the int8 product: they then
-        add nothing to it and do not count in the row scales. They are added back in fp16.
-        """
-        from quantization import outlier_columns
-
-        if x.shape[0] == 0:
-            return torch.zeros(0, self.out_features, device=x.device)
-        is_outlier = outlier_columns(x, self.threshold)
-        self.last_outlier_count = int(is_outlier.sum())
-        x_q = QuantizedVector(x.masked_fill(is_outlier, 0.0), "int8", dim=1)
-        accumulated = int8_matmul_int32(x_q.quantized_vector, self.weight_quantized.T)
-        # acc / (alpha_x alpha_W) as two broadcast products: no (tokens, out) outer-product tensor.
-        out = torch.mul(accumulated, 1.0 / self.weight_scale).mul_(1.0 / x_q.alpha)
-        if self.last_outlier_count:
-            w_rows = dequantize(self.weight_quantized.T[is_outlier], self.weight_scale, "int8")
-            fp16_matmul(x[:, is_outlier], w_rows, add_to=out)
-        return out
+        if x.shape[0]:
+            self.last_outlier_count = int(outlier_columns(x, self.threshold).sum())
+        return mixed_precision_forward(x, self.quantized_weight(), self.threshold)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"format={self.quantization_format!r}, threshold={self.threshold}")
 
 
-def quantize_model(model, quantization_format="int8", threshold=6.0, skip=()):
+def quantize_model(model, quantization_format="int8", threshold=6.0, skip=(), quantize_tied=False):
     """Replace every ``nn.Linear`` of ``model`` (in place) by a ``QuantizedLinear``.
 
     Args:
@@ -106,9 +99,13 @@ def quantize_model(model, quantization_format="int8", threshold=6.0, skip=()):
         threshold: LLM.int8() outlier threshold for "int8".
         skip: a name, or names, of Linear layers (or of modules holding them) to keep in float,
             e.g. ``"cls"`` or ``("cls", "bert.encoder.layer.0")``. Each must match a module.
-            Linear layers whose weight is tied to another module (BERT's MLM decoder shares the
-            word embedding) always stay in float, as in transformers' bitsandbytes integration:
-            a quantized copy would *add* memory, since the embedding keeps the float original.
+        quantize_tied: Linear layers whose weight is tied to another module (BERT's MLM decoder
+            shares the word embedding) stay in float by default, as in transformers'
+            bitsandbytes integration: a quantized copy *adds* memory, since the embedding keeps
+            the float original. ``True`` gives each of them its own quantized copy anyway (BERT's
+            decoder, 768 x 30522, is about a fifth of BERT-base's compute at 128 tokens, so it
+            caps the speed-up while it stays float); the size returned counts that copy *and*
+            the float embedding it was tied to.
 
     Returns:
         ``(model, size_bytes)``: the same model object, and its ``given.sizes.packed_bytes``
@@ -116,8 +113,10 @@ def quantize_model(model, quantization_format="int8", threshold=6.0, skip=()):
     """
     check_format(quantization_format)
     check_threshold(threshold)
+    if not isinstance(quantize_tied, bool):
+        raise TypeError(f"quantize_tied must be True or False, got {quantize_tied!r}")
     skip = _skip_names(model, skip)
-    tied = _tied_parameter_ids(model)
+    tied = set() if quantize_tied else _tied_parameter_ids(model)
     targets = [(name, module) for name, module in model.named_modules()
                if isinstance(module, nn.Linear) and id(module.weight) not in tied
                and not any(name == s or name.startswith(s + ".") for s in skip)]
