@@ -8,8 +8,10 @@ import torch
 from torch import nn
 
 from given.checks import check_threshold
+from given.matmul import fp16_matmul, int8_matmul_int32
 from given.quantized_vector import QuantizedVector, check_format, dequantize
 from given.sizes import packed_bytes
+from given.timing import time_interleaved
 
 
 class QuantizedLinear(nn.Module):
@@ -145,3 +147,60 @@ def _tied_parameter_ids(model):
         for parameter in module.parameters(recurse=False):
             owners.setdefault(id(parameter), set()).add(id(module))
     return {pid for pid, modules in owners.items() if len(modules) > 1}
+
+
+def time_breakdown(tokens=2048, in_features=768, out_features=3072, outlier_features=2, threshold=6.0,
+                   repeats=10, seed=0):
+    """Where the time of LLM.int8() goes: each step of ``mixed_precision_forward`` timed alone.
+
+    The steps run on the same seeded data as a ``QuantizedLinear`` sees it (activations
+    (tokens, in_features) with ``outlier_features`` outlier columns, a weight quantized once), and
+    each step calls your Exercise 1 functions where the lab asks for them. All steps, your whole
+    ``mixed_precision_forward`` and the float32 matmul are timed in the same interleaved rounds
+    (``given.timing.time_interleaved``).
+
+    Returns:
+        a pandas DataFrame, one row per step: ``median ms``, ``q1 ms``, ``q3 ms``, ``% of steps``
+        (share of the steps' summed medians) and ``x fp32 matmul`` (median / float32 median).
+    """
+    import pandas as pd
+
+    from quantization import mixed_precision_forward, outlier_columns
+
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(tokens, in_features, generator=generator)
+    x[:, :outlier_features] *= 15.0
+    weight = torch.randn(in_features, out_features, generator=generator) / in_features ** 0.5
+    w_q = QuantizedVector(weight, "int8", dim=0)
+    is_outlier = outlier_columns(x, threshold)
+    x_regular, w_regular = x[:, ~is_outlier], w_q[~is_outlier]
+    x_q = QuantizedVector(x_regular, "int8", dim=1)
+    accumulated = int8_matmul_int32(x_q.quantized_vector, w_regular.quantized_vector)
+    result = accumulated.to(torch.float32) / (x_q.alpha * w_q.alpha)
+    w_outlier_rows = w_q[is_outlier].dequantize()
+
+    steps = {
+        "1. find the outlier columns (your 1.6)": lambda: outlier_columns(x, threshold),
+        "2. cut them out of x, and the rows of W": lambda: (x[:, ~is_outlier], w_q[~is_outlier]),
+        "3. quantize x per row (your 1.1)": lambda: QuantizedVector(x_regular, "int8", dim=1),
+        "4. int8 GEMM, int32 accumulation": lambda: int8_matmul_int32(x_q.quantized_vector,
+                                                                      w_regular.quantized_vector),
+        "5. dequantize: int32 -> float32, / scales": lambda: accumulated.to(torch.float32)
+                                                              / (x_q.alpha * w_q.alpha),
+        "6. fp16 outlier product, added": lambda: fp16_matmul(x[:, is_outlier], w_outlier_rows,
+                                                             add_to=result),
+    }
+    whole = {"your mixed_precision_forward (all steps)": lambda: mixed_precision_forward(x, w_q, threshold),
+             "float32 matmul x @ W": lambda: x @ weight}
+    with torch.inference_mode():
+        stats = time_interleaved({**steps, **whole}, warmup=2, repeats=repeats)
+    step_total = sum(stats[label]["median"] for label in steps)
+    fp32 = stats["float32 matmul x @ W"]["median"]
+    rows = {label: {"median ms": 1000 * s["median"], "q1 ms": 1000 * s["q1"], "q3 ms": 1000 * s["q3"],
+                    "% of steps": 100 * s["median"] / step_total if label in steps else float("nan"),
+                    "x fp32 matmul": s["median"] / fp32}
+            for label, s in stats.items()}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = (f"x {tokens}x{in_features} ({int(is_outlier.sum())} outlier columns) @ W "
+                        f"{in_features}x{out_features}, {torch.get_num_threads()} thread(s)")
+    return table
