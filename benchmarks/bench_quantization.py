@@ -244,10 +244,11 @@ def per_tensor_lesson(tokens):
     step_tensor = float(max_abs / 127)
     step_row = float((x.abs().amax(dim=1) / 127).median())
     step_llm = float((x[:, regular].abs().amax(dim=1) / 127).median())
+    per_tensor_name, llm_int8_name = "per-tensor int8 activations (torch.ao's scheme)", "LLM.int8(): per-row + fp16 outlier columns"
     errors = {name: relative_error(out, exact) for name, out in [
-        ("per-tensor int8 activations (torch.ao's scheme)", per_tensor),
+        (per_tensor_name, per_tensor),
         ("per-row int8 activations, no decomposition", per_row),
-        ("LLM.int8(): per-row + fp16 outlier columns", llm_int8),
+        (llm_int8_name, llm_int8),
         ("int8 weight only (activations in float)", weight_only)]}
     print(f"\nWhy per-tensor activation scales are fast but inaccurate here ({tokens} x 768 activations, "
           f"{len(OUTLIER_COLUMNS)} outlier feature columns, the same int8 weight for all):")
@@ -259,9 +260,10 @@ def per_tensor_lesson(tokens):
         print(f"  {name:<50} relative error {error:.4f}")
     print(f"  One scale per tensor is a single multiply before and after the GEMM (torch.ao fuses "
           f"it into fbgemm), which is why it is fast; but an outlier feature sets the step for "
-          f"every value of every token, so it is {errors['per-tensor int8 activations (torch.ao' + chr(39) + 's scheme)'] / errors['LLM.int8(): per-row + fp16 outlier columns']:.0f}x "
-          f"less accurate than LLM.int8(). Per-row scales alone do not help: the outliers sit in "
-          f"every row. Taking the {len(OUTLIER_COLUMNS)} outlier columns out ({100 * len(OUTLIER_COLUMNS) / 768:.1f}% "
+          f"every value of every token, so it is {errors[per_tensor_name] / errors[llm_int8_name]:.0f}x "
+          f"less accurate than LLM.int8() (torch.ao's own error, in the table above, is larger "
+          f"still: it also keeps one scale for the whole weight and 7-bit activations). Per-row "
+          f"scales alone help little: the outliers sit in every row. Taking the {len(OUTLIER_COLUMNS)} outlier columns out ({100 * len(OUTLIER_COLUMNS) / 768:.1f}% "
           f"of the features, a K={len(OUTLIER_COLUMNS)} fp16 product) is what restores the precision.")
     return errors
 

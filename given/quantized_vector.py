@@ -110,8 +110,12 @@ class QuantizedVector:
             raise IndexError(f"only the rows of a 2-D QuantizedVector with dim=0 (one scale per "
                              f"column) can be selected; this one has shape "
                              f"{tuple(self.quantized_vector.shape)} and dim={self.dim}")
-        return QuantizedVector.from_quantized(self.quantized_vector[rows], self.alpha,
-                                              self.quantization_format, dim=0)
+        values = self.quantized_vector
+        if values.stride(0) == 1:  # stored column after column (QuantizedLinear): keep that layout
+            selected = values.T[:, rows].T
+        else:
+            selected = values[rows]
+        return QuantizedVector.from_quantized(selected, self.alpha, self.quantization_format, dim=0)
 
     def dequantize(self):
         """The float32 approximation of ``original_vector`` (same shape)."""
