@@ -29,6 +29,7 @@ import copy
 import io
 import statistics
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -98,6 +99,27 @@ def torchao_int8(model):
     return model
 
 
+def bf16_is_fast():
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 / AMX); without it a bf16 GEMM is
+    emulated and tens of times slower than float32."""
+    supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(supported()) if supported is not None else False
+
+
+def add_bf16(candidates, errors, notes, bf16_call, exact):
+    """bf16 into ``candidates``, or only its error where this CPU has no native bf16 GEMM."""
+    label = "bf16"
+    if bf16_is_fast():
+        candidates[label] = bf16_call
+        return
+    with torch.inference_mode():
+        start = time.perf_counter()
+        errors[label] = relative_error(bf16_call(), exact)
+        seconds = time.perf_counter() - start
+    notes[label] = (f"not timed: no native bf16 GEMM on this CPU (one call took {seconds:.1f} s); "
+                    f"relative error {errors[label]:.4f}")
+
+
 def torchao_available():
     """``None`` when torchao imports, else why not (printed in the table)."""
     try:
@@ -116,6 +138,28 @@ def bitsandbytes_available():
     except Exception as error:
         return f"{type(error).__name__}: {error}"[:120]
     return None
+
+
+def add_torchao(candidates, errors, notes, quantize, model, call, exact):
+    """torchao's int8 model into ``candidates``, or its error alone with a note where it would be too slow.
+
+    torchao's int8 x int8 product is ``torch._int_mm``: on a CPU without a fast int8 kernel one call
+    at these sizes takes seconds to minutes, so it is called once for its error, not timed."""
+    label = "torchao int8 dyn. act. / int8 weight"
+    if (why := torchao_available()) is not None:
+        notes[label] = why
+        return
+    with quiet():
+        quantized = quantize(model)
+    if int_mm_speed_vs_float32() > 1:
+        candidates[label] = lambda: call(quantized)
+        return
+    with torch.inference_mode(), quiet():
+        start = time.perf_counter()
+        errors[label] = relative_error(call(quantized), exact)
+        seconds = time.perf_counter() - start
+    notes[label] = (f"not timed: it runs on torch._int_mm, a plain loop on this CPU (one call took "
+                    f"{seconds:.1f} s); relative error {errors[label]:.4f}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -186,7 +230,6 @@ def build_layer_candidates(args):
         "float32": lambda: x @ weight,
         **({"int8 GEMM alone (torch._int_mm, the wall)": lambda: torch._int_mm(x_q, w_q_colmajor)}
            if int_mm_speed_vs_float32() > 1 else {}),
-        "bf16": lambda: (x.bfloat16() @ w_bf16).float(),
         "int8 GEMM as the lab runs it here": lambda: int8_matmul_int32(x_q, w_q_colmajor),
         "your mixed_precision_forward (W each call)": lambda: mixed_precision_forward(x, weight, 6.0),
         "QuantizedLinear int8 (your 1.6-1.8)": (lambda m=QuantizedLinear(linear, "int8"): m(x)),
@@ -202,14 +245,9 @@ def build_layer_candidates(args):
     with quiet():
         ao_model = torch_ao_dynamic(model)
     candidates["torch.ao dynamic int8 (per-tensor act.)"] = lambda: ao_model(x)
-    if (why := torchao_available()) is None:
-        with quiet():
-            tao_model = torchao_int8(model)
-            tao_model(x)
-        candidates["torchao int8 dyn. act. / int8 weight"] = lambda: tao_model(x)
-    else:
-        notes["torchao int8 dyn. act. / int8 weight"] = why
     errors = {}
+    add_bf16(candidates, errors, notes, lambda: (x.bfloat16() @ w_bf16).float(), exact)
+    add_torchao(candidates, errors, notes, torchao_int8, model, lambda m: m(x), exact)
     with torch.inference_mode(), quiet():
         for label, function in candidates.items():
             if "GEMM" not in label:
@@ -285,7 +323,7 @@ def build_bert_candidates(args):
 
     with torch.inference_mode():
         exact = model(input_ids=input_ids).logits
-    candidates = {"float32": run(model), "bf16": run(copy.deepcopy(model).to(torch.bfloat16))}
+    candidates = {"float32": run(model)}
     int8, size = quantize_model(copy.deepcopy(model), "int8")
     int8_tied, size_tied = quantize_model(copy.deepcopy(model), "int8", quantize_tied=True)
     candidates["quantize_model int8 (decoder float)"] = run(int8)
@@ -298,12 +336,9 @@ def build_bert_candidates(args):
         notes["bitsandbytes int8"] = why
     with quiet():
         candidates["torch.ao dynamic int8"] = run(torch_ao_dynamic(model))
-    if (why := torchao_available()) is None:
-        with quiet():
-            candidates["torchao int8 dyn. act. / int8 weight"] = run(torchao_int8(model))
-    else:
-        notes["torchao int8"] = why
     errors = {}
+    add_bf16(candidates, errors, notes, run(copy.deepcopy(model).to(torch.bfloat16)), exact)
+    add_torchao(candidates, errors, notes, torchao_int8, model, lambda m: m(input_ids=input_ids).logits, exact)
     with torch.inference_mode(), quiet():
         for label, function in candidates.items():
             errors[label] = relative_error(function(), exact)
