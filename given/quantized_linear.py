@@ -41,7 +41,8 @@ class QuantizedLinear(nn.Module):
         quantized = QuantizedVector(weight_in_out, quantization_format,
                                     dim=None if quantization_format == "fp16" else 0)
         self.quantization_format = quantization_format
-        # Stored (out, in), row after row of nn.Linear; .T gives the lab's (in, out) as a view.
+        # Stored (out, in) like nn.Linear; .T is the lab's (in, out) as a column-major view,
+        # the layout torch._int_mm reads fastest.
         self.register_buffer("weight_quantized", quantized.quantized_vector.T.contiguous())
         self.register_buffer("weight_scale", quantized.alpha)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(),
