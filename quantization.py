@@ -205,20 +205,25 @@ def int8_vectorwise_matmul(x, weight):
     """``x @ weight`` in int8 with vector-wise scales and exact int32 accumulation.
 
     1. Quantize ``x`` with one absmax scale per row (token) and ``weight`` with one per column
-       (output feature), using ``QuantizedVector(..., "int8", dim=...)``.
+       (output feature), using ``QuantizedVector(..., "int8", dim=...)``. A ``weight`` that is
+       already a ``QuantizedVector(w, "int8", dim=0)`` (as ``QuantizedLinear`` stores it, quantized
+       once) is used as it is: do not quantize it again.
     2. Multiply the int8 matrices with ``int8_matmul_int32`` (never ``int8 @ int8``: it wraps).
     3. Dequantize: ``x ~ q_x / alpha_x`` row-wise and ``W ~ q_W / alpha_W`` column-wise, so
        ``(x @ W)[i, j] ~ acc[i, j] / (alpha_x[i] * alpha_W[j])``: divide by the outer product of
        the scales.
 
     Args:
-        x: float (tokens, k), tokens >= 1, k >= 1. weight: float (k, out).
+        x: float (tokens, k), tokens >= 1, k >= 1.
+        weight: float (k, out), or a ``QuantizedVector`` of one, int8 with ``dim=0``.
     Returns:
         float32 (tokens, out).
     """
+    # Hint: isinstance(weight, QuantizedVector) tells the two kinds of weight apart; both give
+    # .quantized_vector (int8 (k, out)) and .alpha ((1, out)) once quantized.
     # BEGIN SOLUTION Exercise 1.7: vector-wise int8 matmul (row scales for x, column scales for W, int32 accumulation)
     x_q = QuantizedVector(x, "int8", dim=1)
-    w_q = QuantizedVector(weight, "int8", dim=0)
+    w_q = weight if isinstance(weight, QuantizedVector) else QuantizedVector(weight, "int8", dim=0)
     accumulated = int8_matmul_int32(x_q.quantized_vector, w_q.quantized_vector)
     return accumulated.to(torch.float32) / (x_q.alpha * w_q.alpha)
     # END SOLUTION
@@ -237,12 +242,21 @@ def mixed_precision_forward(input, weight, threshold=6.0):
     3. Every other column goes through ``int8_vectorwise_matmul``.
     4. Add the two partial products and restore the leading dimensions.
 
+    Two kinds of ``weight`` must work:
+
+    - a float tensor (in, out): quantized here, at every call, from the rows that step 3 uses
+      (one absmax scale per column of those rows);
+    - a ``QuantizedVector(w, "int8", dim=0)``: a weight quantized *once*, as a model stores it
+      (``QuantizedLinear`` passes its weight this way, like bitsandbytes). Its column scales come
+      from all rows of ``w``; ``weight[mask]`` selects rows and keeps those scales, and the
+      outlier rows for the fp16 product are its dequantized values (``weight[mask].dequantize()``).
+
     Edge cases that must work: no outlier column, every column an outlier (skip the int8 part),
     zero tokens (return an empty result), all-zero rows, a single row.
 
     Args:
         input: float (..., in): 2-D (tokens, in) or 3-D (batch, seq, in), etc.
-        weight: float (in, out).
+        weight: float (in, out), or a ``QuantizedVector`` of one, int8 with ``dim=0``.
         threshold: outlier threshold (default 6.0 as in the paper); ``None`` or ``0`` turns the
             decomposition off (everything in int8).
 
@@ -250,21 +264,27 @@ def mixed_precision_forward(input, weight, threshold=6.0):
         float32 of shape (..., out).
     """
     check_matmul_arguments(input, weight, threshold)
-    # Hint: torch.zeros(tokens, out) is a good start for the sum; x[:, mask] selects columns
-    # and weight[mask] selects rows.
+    # Hint: x[:, mask] selects columns and weight[mask] selects rows (of a tensor and of a
+    # QuantizedVector alike). Start the sum from the int8 part (or torch.zeros(tokens, out) when
+    # every column is an outlier); fp16_matmul(a, b, add_to=result) adds a product in place.
     # BEGIN SOLUTION Exercise 1.8: LLM.int8() forward (fp16 outlier columns + vector-wise int8 for the rest)
     *leading, in_features = input.shape
     out_features = weight.shape[1]
     x = input.reshape(-1, in_features).to(torch.float32)
-    w = weight.to(torch.float32)
-    result = torch.zeros(x.shape[0], out_features, dtype=torch.float32, device=x.device)
+    w = weight if isinstance(weight, QuantizedVector) else weight.to(torch.float32)
+
     if x.shape[0] == 0:
-        return result.reshape(*leading, out_features)
+        return torch.zeros(*leading, out_features, dtype=torch.float32, device=x.device)
 
     is_outlier = outlier_columns(x, threshold)
+    if is_outlier.all():
+        result = torch.zeros(x.shape[0], out_features, dtype=torch.float32, device=x.device)
+    else:
+        result = int8_vectorwise_matmul(x[:, ~is_outlier], w[~is_outlier])
     if is_outlier.any():
-        result += fp16_matmul(x[:, is_outlier], w[is_outlier])
-    if not is_outlier.all():
-        result += int8_vectorwise_matmul(x[:, ~is_outlier], w[~is_outlier])
+        outlier_rows = w[is_outlier]
+        if isinstance(outlier_rows, QuantizedVector):
+            outlier_rows = outlier_rows.dequantize()
+        fp16_matmul(x[:, is_outlier], outlier_rows, add_to=result)
     return result.reshape(*leading, out_features)
     # END SOLUTION

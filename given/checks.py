@@ -86,10 +86,19 @@ def check_threshold(threshold):
 
 
 def check_matmul_arguments(input, weight, threshold):
-    """The arguments of ``mixed_precision_forward``: input (..., in), weight (in, out), threshold."""
-    for name, tensor in (("input", input), ("weight", weight)):
-        check_floating_tensor(tensor, name, allow_empty=True)
-    if input.dim() < 1 or weight.dim() != 2:
+    """The arguments of ``mixed_precision_forward``: input (..., in), weight (in, out), threshold.
+
+    ``weight`` is a float tensor or an already quantized ``QuantizedVector(weight, "int8", dim=0)``.
+    """
+    check_floating_tensor(input, "input", allow_empty=True)
+    if hasattr(weight, "quantization_format"):  # a QuantizedVector (given/quantized_vector.py)
+        if weight.quantization_format != "int8" or weight.dim != 0:
+            raise ValueError(f"a quantized weight must be QuantizedVector(weight, \"int8\", dim=0) "
+                             f"(int8, one scale per output column); got format "
+                             f"{weight.quantization_format!r} with dim={weight.dim}")
+    else:
+        check_floating_tensor(weight, "weight", allow_empty=True)
+    if input.dim() < 1 or len(weight.shape) != 2:
         raise ValueError(f"expected input of shape (..., in) and weight of shape (in, out); got "
                          f"input {tuple(input.shape)} and weight {tuple(weight.shape)}")
     if input.shape[-1] != weight.shape[0]:

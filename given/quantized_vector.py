@@ -32,7 +32,8 @@ class QuantizedVector:
     """A tensor quantized to one of ``QUANTIZATION_FORMATS``, quantized on construction.
 
     Attributes:
-        original_vector: the input tensor, as given (never modified).
+        original_vector: the input tensor, as given (never modified); ``None`` for one made by
+            ``from_quantized``.
         quantization_format: one of "int8", "fp16", "1bit", "1.58bit".
         dim: ``None`` (one scale for the whole tensor) or the dimension each vector runs along
             (one scale per vector; see ``absmax_quantize``).
@@ -46,6 +47,7 @@ class QuantizedVector:
         tensor([ 32, -48,  79, -95, 127], dtype=torch.int8)
         >>> QuantizedVector(weight, "int8", dim=0).alpha.shape   # one scale per column
         torch.Size([1, out_features])
+        >>> w_q = QuantizedVector(weight, "int8", dim=0); w_q[mask]   # rows, same column scales
     """
 
     def __init__(self, vector, quantization_format="int8", dim=None):
@@ -74,6 +76,46 @@ class QuantizedVector:
         else:
             self.quantized_vector, self.alpha = exercise.ternary_quantize(v, self.dim)
         return self.quantized_vector
+
+    @classmethod
+    def from_quantized(cls, quantized_vector, alpha, quantization_format="int8", dim=None):
+        """A ``QuantizedVector`` around values that are already quantized (nothing is recomputed).
+
+        ``original_vector`` is then ``None``: only the quantized values and their scales exist.
+        ``QuantizedLinear`` uses it to hand its stored int8 weight to your functions.
+        """
+        check_format(quantization_format)
+        self = cls.__new__(cls)
+        self.original_vector = None
+        self.quantization_format = quantization_format
+        self.dim = dim
+        self.quantized_vector = quantized_vector
+        self.alpha = alpha
+        return self
+
+    @property
+    def shape(self):
+        """The shape of the quantized tensor (that of ``original_vector``)."""
+        return self.quantized_vector.shape
+
+    def __getitem__(self, rows):
+        """The rows ``rows`` (an index, slice or bool mask) of a matrix quantized column-wise.
+
+        Only for ``dim=0`` (one scale per column, as for a weight (in, out)): selecting rows keeps
+        every column, so the selected rows keep the same column scales. Example: ``weight[mask]``
+        of a ``QuantizedVector(weight, "int8", dim=0)`` is a ``QuantizedVector`` of the rows where
+        ``mask`` is True, and ``weight[mask].dequantize()`` their float32 values.
+        """
+        if self.dim != 0 or self.quantized_vector.dim() != 2:
+            raise IndexError(f"only the rows of a 2-D QuantizedVector with dim=0 (one scale per "
+                             f"column) can be selected; this one has shape "
+                             f"{tuple(self.quantized_vector.shape)} and dim={self.dim}")
+        values = self.quantized_vector
+        if values.stride(0) == 1:  # stored column after column (QuantizedLinear): keep that layout
+            selected = values.T[:, rows].T
+        else:
+            selected = values[rows]
+        return QuantizedVector.from_quantized(selected, self.alpha, self.quantization_format, dim=0)
 
     def dequantize(self):
         """The float32 approximation of ``original_vector`` (same shape)."""

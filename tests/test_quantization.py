@@ -346,3 +346,142 @@ def test_quantize_model_on_bert(tiny_bert):
     with torch.no_grad():
         error = relative_error(model(input_ids=input_ids).logits, reference)
     assert error < 0.05, f"int8 BERT logits differ from float32 by a relative error of {error:.3f}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 12: a weight quantized once (QuantizedVector), and your LLM.int8() running inside BERT
+# ---------------------------------------------------------------------------------------------
+
+def reference_llm_int8_quantized_weight(x, w, threshold):
+    """LLM.int8() in NumPy with the weight quantized *once*, over all its rows (as a model stores
+    it): int8 absmax per column of w; the outlier rows are its dequantized int8 values in fp16."""
+    x = x.numpy().astype(np.float32)
+    w = w.numpy().astype(np.float32)
+    sw = np.float32(127) / np.maximum(np.abs(w).max(axis=0, keepdims=True), np.float32(1e-30))
+    qw = np.clip(np.round(w * sw), -127, 127)
+    outliers = (np.abs(x) >= threshold).any(axis=0) if threshold else np.zeros(x.shape[1], bool)
+    w_outlier_rows = (qw[outliers].astype(np.float32) / sw).astype(np.float32)
+    fp16_part = (x[:, outliers].astype(np.float16).astype(np.float64)
+                 @ w_outlier_rows.astype(np.float16).astype(np.float64))
+    xr = x[:, ~outliers]
+    sx = np.float32(127) / np.maximum(np.abs(xr).max(axis=1, keepdims=True), np.float32(1e-30))
+    qx = np.clip(np.round(xr * sx), -127, 127).astype(np.int64)
+    int8_part = (qx @ qw[~outliers].astype(np.int64)) / (sx.astype(np.float64) * sw.astype(np.float64))
+    return torch.from_numpy((fp16_part + int8_part).astype(np.float32))
+
+
+@pytest.mark.points(1)
+def test_int8_vectorwise_matmul_takes_a_weight_quantized_once():
+    from quantization import int8_vectorwise_matmul
+    x, w = torch.randn(9, 40), torch.randn(40, 12) * 0.1
+    w_q = QuantizedVector(w, "int8", dim=0)
+    stored = w_q.quantized_vector.clone()
+    out = int8_vectorwise_matmul(x, w_q)
+    assert out.dtype == torch.float32 and out.shape == (9, 12)
+    error = relative_error(out, reference_llm_int8_quantized_weight(x, w, None))
+    assert error < 1e-5, (
+        f"with a QuantizedVector(w, 'int8', dim=0) weight, use its int8 values and column scales "
+        f"as they are (quantize only x, per row): relative error {error:.2e} to the reference")
+    assert torch.equal(w_q.quantized_vector, stored), "the quantized weight must not be modified"
+
+
+@pytest.mark.points(2)
+@pytest.mark.parametrize("threshold", [6.0, 20.0, None])
+def test_mixed_precision_takes_a_weight_quantized_once(threshold):
+    x = activations_with_outliers(tokens=12).reshape(3, 4, 64)
+    w = torch.randn(64, 32) * 0.1
+    w[3] *= 8.0  # the row met by the outlier column 3 is the largest: it sets the column scales
+    out = mixed_precision_forward(x, QuantizedVector(w, "int8", dim=0), threshold)
+    assert out.dtype == torch.float32 and out.shape == (3, 4, 32)
+    reference = reference_llm_int8_quantized_weight(x.reshape(12, 64), w, threshold)
+    error = relative_error(out.reshape(12, 32), reference)
+    assert error < 1e-5, (
+        f"threshold={threshold}, weight = QuantizedVector(w, 'int8', dim=0): the column scales come "
+        f"from all rows of w (quantized once), the int8 part uses its rows of the non-outlier "
+        f"columns, the fp16 part its dequantized outlier rows; relative error {error:.2e}")
+    float_weight = mixed_precision_forward(x, w, threshold)  # the lab's signature still works
+    assert relative_error(float_weight.reshape(12, 32), x.reshape(12, 64) @ w) < 0.01
+
+
+@pytest.mark.points(1)
+def test_mixed_precision_with_a_quantized_weight_edge_cases():
+    w = torch.randn(64, 32) * 0.1
+    w_q = QuantizedVector(w, "int8", dim=0)
+    assert mixed_precision_forward(torch.empty(0, 64), w_q).shape == (0, 32)
+    x = torch.randn(3, 64)
+    every_column = mixed_precision_forward(x, w_q, threshold=1e-6)
+    torch.testing.assert_close(every_column, x.half().float() @ w_q.dequantize().half().float(),
+                               msg="every column an outlier: the fp16 product with the dequantized weight")
+
+
+def llm_with_outlier_features(seed=0):
+    """A small BERT whose LayerNorms blow up two features, as large transformers do
+    (Dettmers et al. 2022): every layer's input then has outlier columns |x| >= 6."""
+    from tests.helpers import small_bert
+    model = small_bert(seed=seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.weight[[5, 77]] = 25.0
+    return model
+
+
+@pytest.mark.points(2)
+def test_quantized_bert_runs_your_mixed_precision_forward(monkeypatch):
+    """A wrong Exercise 1.8 must show in the quantized BERT's output: it is your code that runs."""
+    import quantization
+    from tests.helpers import bert_inputs, bert_output
+    model = llm_with_outlier_features()
+    inputs = bert_inputs()
+    reference = bert_output(model, inputs)
+    model, _ = quantize_model(model, "int8")
+    calls = []
+    correct_forward = quantization.mixed_precision_forward
+
+    def spy(input, weight, threshold=6.0):
+        calls.append(weight)
+        return correct_forward(input, weight, threshold)
+
+    monkeypatch.setattr(quantization, "mixed_precision_forward", spy)
+    good = bert_output(model, inputs)
+    linears = [m for m in model.modules() if isinstance(m, QuantizedLinear)]
+    assert len(calls) == len(linears), "QuantizedLinear calls your mixed_precision_forward once per layer"
+    assert all(isinstance(w, QuantizedVector) and w.quantization_format == "int8" and w.dim == 0
+               for w in calls), "...with its weight quantized once: QuantizedVector(w, 'int8', dim=0)"
+    assert max(m.last_outlier_count for m in linears) >= 2, "the LayerNorms make outlier columns"
+    good_error = relative_error(good, reference)
+    assert good_error < 0.05, f"int8 BERT logits differ from float32 by {good_error:.3f}"
+
+    def forgets_the_outliers(input, weight, threshold=6.0):  # a wrong 1.8: no fp16 part
+        x = input.reshape(-1, input.shape[-1])
+        keep = ~quantization.outlier_columns(x, threshold)
+        out = quantization.int8_vectorwise_matmul(x[:, keep], weight[keep])
+        return out.reshape(*input.shape[:-1], -1)
+
+    monkeypatch.setattr(quantization, "mixed_precision_forward", forgets_the_outliers)
+    wrong_error = relative_error(bert_output(model, inputs), reference)
+    assert wrong_error > 5 * good_error + 0.05, (
+        f"a wrong mixed_precision_forward changes the quantized BERT (error {wrong_error:.3f} vs "
+        f"{good_error:.3f} with yours)")
+
+
+@pytest.mark.points(1)
+def test_quantize_model_can_give_the_tied_decoder_an_int8_copy():
+    from tests.helpers import bert_inputs, bert_output, small_bert
+    model = small_bert()
+    inputs = bert_inputs()
+    reference = bert_output(model, inputs)
+    _, size_untied = quantize_model(small_bert(), "int8")
+    model, size = quantize_model(model, "int8", quantize_tied=True)
+    decoder = model.cls.predictions.decoder
+    assert isinstance(decoder, QuantizedLinear), "quantize_tied=True quantizes the tied MLM decoder"
+    embedding = model.bert.embeddings.word_embeddings.weight
+    assert embedding.dtype == torch.float32, "the word embedding keeps its float weight"
+    # int8 copy + its float32 scales + its float32 bias (the MLM head keeps the tied original)
+    extra = decoder.weight_quantized.numel() + 4 * decoder.out_features + 4 * decoder.out_features
+    assert size - size_untied == extra, (
+        f"the size counts the decoder's int8 copy on top of the float embedding: {extra} more "
+        f"bytes expected, got {size - size_untied}")
+    assert relative_error(bert_output(model, inputs), reference) < 0.05
+    with pytest.raises(TypeError, match="quantize_tied"):
+        quantize_model(small_bert(), "int8", quantize_tied="yes")
