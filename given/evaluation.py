@@ -420,8 +420,8 @@ def results_table(rows, baseline="FP32", latencies=None):
         raise ValueError("no rows to tabulate")
     table = table.set_index("technique")
     if latencies is not None:
-        table = table.drop(columns=[c for c in latencies.columns if c in table.columns and c != "device"])
-        table = table.join(latencies.drop(columns=["device"]), how="left")
+        timed = latencies.drop(columns=[c for c in ("device",) if c in latencies.columns])
+        table = table.drop(columns=[c for c in timed.columns if c in table.columns]).join(timed, how="left")
     if baseline in table.index:
         base = table.loc[baseline]
         table["x_smaller"] = base["size_mb"] / table["size_mb"]
@@ -495,17 +495,21 @@ def _save(fig, path):
     return fig
 
 
-def _spread_markers(ax, points, *, spacing=18):
+def _spread_markers(ax, points, *, spacing=20):
     """Offsets in points that keep numbered markers at least ``spacing`` points apart: a marker
     that would overlap one already placed moves out along a spiral (and gets a leader line)."""
     to_points = 72.0 / ax.figure.dpi
+    box = ax.get_window_extent()
+    left, bottom, right, top = (v * to_points for v in (box.x0, box.y0, box.x1, box.y1))
+    margin = spacing / 2
     placed, offsets = [], []
     for x, y in points:
         px, py = (coordinate * to_points for coordinate in ax.transData.transform((x, y)))
-        for step in range(200):
+        for step in range(400):
             angle, radius = 2.4 * step, 0.0 if step == 0 else spacing * (0.8 + 0.25 * step ** 0.5)
             dx, dy = radius * math.cos(angle), radius * math.sin(angle)
-            if all(math.hypot(px + dx - qx, py + dy - qy) >= spacing for qx, qy in placed):
+            inside = step == 0 or (left + margin <= px + dx <= right - margin and bottom + margin <= py + dy <= top - margin)
+            if inside and all(math.hypot(px + dx - qx, py + dy - qy) >= spacing for qx, qy in placed):
                 break
         placed.append((px + dx, py + dy))
         offsets.append((dx, dy))
@@ -531,7 +535,9 @@ def plot_size_vs_perplexity(table, path=None, *, anchor=None, baseline="FP32", m
                      + (f"ppl {row['perplexity']:,.2f}" if finite else "ppl inf (not drawn)"))
         if finite:
             points.append((number, technique == baseline, row["size_mb"], row["perplexity"]))
-    fig.canvas.draw()  # fixes the axes' transform, so markers can be placed apart in pixels
+    key.axis("off")
+    fig.tight_layout()
+    fig.canvas.draw()  # fixes the layout and the axes' transform, so markers can be placed apart in points
     for (number, is_base, x, y), (dx, dy) in zip(points, _spread_markers(ax, [(p[2], p[3]) for p in points])):
         ax.scatter(x, y, s=10, color="black", zorder=3)  # the true position, under its number
         ax.annotate(str(number), (x, y), xytext=(dx, dy), textcoords="offset points", ha="center", va="center",
@@ -551,7 +557,6 @@ def plot_size_vs_perplexity(table, path=None, *, anchor=None, baseline="FP32", m
     ax.set_title("Size vs perplexity (lower-left is better)\n" + _subtitle(table, model), fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
-    key.axis("off")
     key.text(0, 1, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=7.5,
              transform=key.transAxes)
     return _save(fig, path)
@@ -584,7 +589,8 @@ def plot_latency(table, path=None, *, baseline="FP32", model=None):
             bar.set_hatch("//")
     for y, (technique, row) in enumerate(table.iterrows()):
         if math.isfinite(row.get("latency_ms", math.nan)):
-            ax.annotate(f" {row['latency_ms']:,.0f} ms", (max(values.iloc[y], high.iloc[y]), y),
+            ratio = f"{row['x_faster']:.2f}x, " if has_ratio and math.isfinite(row["x_faster"]) else ""
+            ax.annotate(f" {ratio}{row['latency_ms']:,.0f} ms", (max(values.iloc[y], high.iloc[y]), y),
                         va="center", fontsize=7.5)
     ax.invert_yaxis()
     ax.set_xlim(left=0, right=1.25 * max(float(high.max()), 1.0))
