@@ -53,7 +53,8 @@ def time_interleaved(functions, *, warmup=3, repeats=10, min_block_s=0.0):
        block size: ``calls = ceil(min_block_s / that time)`` (at least 1; with ``warmup=0`` or
        ``min_block_s=0``, 1).
     2. ``repeats`` timed rounds: in each, every function runs one block of ``calls`` calls, in
-       turn; a sample is the block's time divided by ``calls``.
+       turn; a sample is the block's time divided by ``calls``. Round ``r`` starts with function
+       ``r mod n`` (the order rotates), so no function always runs first or after the same one.
 
     So each function is called exactly ``warmup + repeats * calls`` times, and sample ``r`` of
     every function comes from the same round ``r``: ``speedups`` pairs them.
@@ -75,9 +76,11 @@ def time_interleaved(functions, *, warmup=3, repeats=10, min_block_s=0.0):
             else:
                 function()
     times = {label: [] for label in functions}
-    for _ in range(repeats):
-        for label, function in functions.items():
-            times[label].append(_timed_block(function, calls[label]))
+    labels = list(functions)
+    for round_index in range(repeats):
+        shift = round_index % len(labels)  # rotate who goes first: no function always follows the same one
+        for label in labels[shift:] + labels[:shift]:
+            times[label].append(_timed_block(functions[label], calls[label]))
     return {label: {**_summary(samples), "calls": calls[label]} for label, samples in times.items()}
 
 
