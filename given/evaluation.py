@@ -6,8 +6,10 @@ Read it top to bottom:
    small built-in sample). Models and tokenizers: ``given/models.py``.
 2. Perplexity: ``build_masked_eval_set`` fixes the masked inputs once (seeded, independent of any
    model or device); ``masked_lm_perplexity`` scores every model on exactly those tokens.
-3. Latency: ``make_latency_batch`` + ``measure_latency`` (warm-up, median and quartiles of repeats).
-4. ``measure`` gives one table row; ``results_table``, the plots and ``save_results`` the summary.
+3. Latency: ``make_latency_batch``; ``measure_latencies`` times every model in interleaved rounds
+   and gives each speed-up with its spread (``measure_latency``: one model alone).
+4. ``measure`` gives one table row; ``results_table``, the plots and ``save_results`` the summary;
+   ``plot_sparsity_curves`` and ``plot_layer_sensitivity`` draw ``given/experiments.py``'s sweeps.
 5. ``distill_bert_student``: Exercise 3 on wikitext in one call.
 """
 import contextlib
@@ -24,14 +26,18 @@ from given.checks import check_positive_integer
 from given.manifest import SHARED_DATA_DIR
 from given.models import BUILTIN_TEXT_SAMPLE, announce, hub_reachable
 from given.sizes import stored_bytes, storage_dtypes
-from given.timing import time_call
+from given.timing import speedups, time_call, time_interleaved
 from given.torch_utils import IGNORE_INDEX, model_device
 
 WIKITEXT_HUB_ID = "Salesforce/wikitext"
 """The hub's ``wikitext`` dataset under its current, future-proof name (``wikitext`` is an alias)."""
 SHARED_WIKITEXT_DIR = SHARED_DATA_DIR / "wikitext-2-raw-v1"
 PUBLISHED_BERT_BASE_PERPLEXITY = 4.0
-"""About 4: bert-base-uncased, 15% of wikitext-2 tokens masked (the anchor the notebook prints)."""
+"""About 4, the anchor the notebook prints for ``bert-base-uncased`` only. Source: J. Devlin,
+google-research/bert issue #90: held-out masked-LM log-likelihood of BERT-Base after pre-training
+about -1.4 nats (e^1.4 = 4.0), on its pre-training text, with the 80/10/10 masking and up to 512
+tokens. Meade et al. 2022 (bias-bench) report 4.47 on WikiText-2 with 512-token windows. This lab's
+protocol (128-token windows, every chosen token masked) gives a higher number."""
 
 
 @contextlib.contextmanager
@@ -289,13 +295,23 @@ def make_latency_batch(eval_set, batch_size=8):
     return {"input_ids": eval_set.input_ids[:batch_size], "attention_mask": eval_set.attention_mask[:batch_size]}
 
 
-@torch.inference_mode()
-def measure_latency(model, batch, *, warmup=3, repeats=10):
-    """Time ``model(**batch)`` on the model's device: median and spread of ``repeats`` runs.
+def _on_device(batch, device):
+    return {name: tensor.to(device) for name, tensor in batch.items()}
 
-    The batch is copied to the device once, before any timing; ``warmup`` untimed runs come first
-    (kernel selection, caches, lazy initialisation); ``given.timing.time_call`` does the timing
-    (CUDA synchronized around each run).
+
+def _real_tokens(batch):
+    return int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+
+
+@torch.inference_mode()
+def measure_latency(model, batch, *, warmup=3, repeats=10, min_block_s=0.0):
+    """Time ``model(**batch)`` on the model's device: median and spread of ``repeats`` samples.
+
+    The batch is copied to the device once, before any timing; the model is put in eval mode;
+    ``given.timing.time_call`` does the timing (``warmup`` untimed calls, CUDA synchronized, each
+    sample a block of calls lasting at least ``min_block_s``). To compare models, time them
+    together with ``measure_latencies``: one after another, a busy moment of the machine would
+    land on some of them only.
 
     Returns:
         dict: ``device``, ``latency_ms`` (median), ``latency_q1_ms``/``latency_q3_ms`` (quartiles),
@@ -304,13 +320,58 @@ def measure_latency(model, batch, *, warmup=3, repeats=10):
     """
     model.eval()
     device = model_device(model)
-    batch = {name: tensor.to(device) for name, tensor in batch.items()}
-    timing = time_call(lambda: model(**batch), warmup=warmup, repeats=repeats)
-    num_tokens = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
-    return {"device": str(device), "latency_ms": 1e3 * timing["median"], "latency_q1_ms": 1e3 * timing["q1"],
-            "latency_q3_ms": 1e3 * timing["q3"], "latency_min_ms": 1e3 * timing["min"],
-            "latency_max_ms": 1e3 * timing["max"], "tokens_per_s": num_tokens / timing["median"],
+    batch = _on_device(batch, device)
+    timing = time_call(lambda: model(**batch), warmup=warmup, repeats=repeats, min_block_s=min_block_s)
+    return {"device": str(device), **_latency_columns(timing, _real_tokens(batch)),
             "threads": timing["threads"], "batch_shape": tuple(batch["input_ids"].shape)}
+
+
+def _latency_columns(timing, num_tokens):
+    return {"latency_ms": 1e3 * timing["median"], "latency_q1_ms": 1e3 * timing["q1"],
+            "latency_q3_ms": 1e3 * timing["q3"], "latency_min_ms": 1e3 * timing["min"],
+            "latency_max_ms": 1e3 * timing["max"], "tokens_per_s": num_tokens / timing["median"]}
+
+
+@torch.inference_mode()
+def measure_latencies(models, batch, *, baseline="FP32", warmup=3, repeats=10, min_block_s=0.05):
+    """Time every model of ``models`` (a dict ``{technique: model}``) in interleaved rounds.
+
+    In each of ``repeats`` rounds every model runs ``model(**batch)`` in turn (a block of calls
+    lasting at least ``min_block_s``), after ``warmup`` untimed rounds (``given.timing``). The
+    speed-up over ``baseline`` is computed round by round (baseline time / model time in the
+    same round), so a slow moment of the machine cancels out of it; its quartiles over the
+    rounds are its spread. Every model is put in eval mode and timed on its own device, with the
+    batch copied there once. Speed-ups between devices compare devices, not techniques.
+
+    Returns:
+        A pandas DataFrame indexed by technique: ``device``, ``threads``, ``batch_shape``,
+        ``latency_ms`` with ``latency_q1_ms``/``latency_q3_ms``/``latency_min_ms``/``latency_max_ms``,
+        ``tokens_per_s``, ``calls`` (calls per timed block), and, when ``baseline`` is one of the
+        models, ``x_faster`` (median per-round speed-up) with ``x_faster_q1``/``x_faster_q3``.
+    """
+    import pandas as pd
+
+    if not models:
+        raise ValueError("no models to time")
+    calls, devices, batches = {}, {}, {}
+    for name, model in models.items():
+        model.eval()
+        devices[name] = model_device(model)
+        batches[name] = _on_device(batch, devices[name])
+        calls[name] = (lambda model=model, inputs=batches[name]: model(**inputs))
+    stats = time_interleaved(calls, warmup=warmup, repeats=repeats, min_block_s=min_block_s)
+    ratios = speedups(stats, baseline) if baseline in stats else {}
+    rows = {}
+    for name, timing in stats.items():
+        rows[name] = {"device": str(devices[name]), "threads": timing["threads"],
+                      "batch_shape": tuple(batches[name]["input_ids"].shape),
+                      **_latency_columns(timing, _real_tokens(batches[name])), "calls": timing["calls"]}
+        if name in ratios:
+            rows[name].update(x_faster=ratios[name]["median"], x_faster_q1=ratios[name]["q1"],
+                              x_faster_q3=ratios[name]["q3"])
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "technique"
+    return table
 
 
 # ----------------------------------------------------------------------------------------------
@@ -323,76 +384,300 @@ def measure(model, eval_set, latency_batch, name, *, batch_size=32, warmup=3, re
 
     Columns: ``technique`` (``name``), ``device``, ``dtype`` (as stored), ``params``, ``size_mb``
     (parameters + buffers as stored, 1 MB = 10^6 bytes), ``perplexity``, ``loss``,
-    ``masked_tokens``, ``latency_ms`` with quartiles, ``tokens_per_s``, then ``extra`` columns
-    (e.g. ``sparse_size_mb=`` for a pruned model). The model is measured where it is.
+    ``masked_tokens``, then ``extra`` columns (e.g. ``sparse_size_mb=`` for a pruned model). With
+    a ``latency_batch``, also ``latency_ms`` with quartiles and ``tokens_per_s`` of this model
+    alone; pass ``latency_batch=None`` and time all models together with ``measure_latencies``
+    (fairer). The model is measured where it is.
     """
     row = {"technique": name, "device": str(model_device(model)), "dtype": storage_dtypes(model),
            "params": sum(p.numel() for p in model.parameters()), "size_mb": stored_bytes(model) / 1e6}
     row.update(masked_lm_perplexity(model, eval_set, batch_size=batch_size, progress=progress))
-    timing = measure_latency(model, latency_batch, warmup=warmup, repeats=repeats)
-    row.update({key: value for key, value in timing.items() if key.startswith(("latency", "tokens"))})
+    latency = ""
+    if latency_batch is not None:
+        timing = measure_latency(model, latency_batch, warmup=warmup, repeats=repeats)
+        row.update({key: value for key, value in timing.items() if key.startswith(("latency", "tokens", "threads"))})
+        latency = f"   {row['latency_ms']:8.2f} ms"
     row.update(extra)
-    print(f"{name:<32} {row['size_mb']:9.2f} MB   perplexity {row['perplexity']:10.3f}   "
-          f"{row['latency_ms']:8.2f} ms ({row['device']}, {row['dtype']})", flush=True)
+    print(f"{name:<36} {row['size_mb']:9.2f} MB   perplexity {row['perplexity']:10.2f}{latency} "
+          f"({row['device']}, {row['dtype']})", flush=True)
     return row
 
 
-def results_table(rows, baseline="FP32"):
-    """A pandas DataFrame of ``measure`` rows, with ratios against the ``baseline`` technique.
+def results_table(rows, baseline="FP32", latencies=None):
+    """A pandas DataFrame of ``measure`` rows, indexed by technique, with ratios against ``baseline``.
 
-    Added columns: ``x_smaller`` (baseline size / size), ``x_faster`` (baseline latency /
-    latency; only meaningful between rows on the same device) and ``perplexity_change``.
+    Args:
+        rows: dicts from ``measure``.
+        baseline: the technique the ratios compare with.
+        latencies: optional ``measure_latencies`` table; its columns replace any latency columns of
+            the rows (models timed together beat models timed one after another).
+
+    Added columns: ``x_smaller`` (baseline size / size), ``perplexity_change`` (perplexity -
+    baseline's), ``x_faster`` (baseline latency / latency; from ``latencies``: the median of the
+    per-round ratios, with its quartiles ``x_faster_q1``/``x_faster_q3``) and ``speed_up``, the
+    speed-up as text with its spread, marked "(spread includes 1.00)" when the quartiles
+    straddle 1.0: no measurable difference. Speed-ups are only meaningful between rows on the
+    same device.
     """
     import pandas as pd
 
     table = pd.DataFrame(rows)
     if table.empty:
         raise ValueError("no rows to tabulate")
-    if baseline in set(table["technique"]):
-        base = table.loc[table["technique"] == baseline].iloc[0]
+    table = table.set_index("technique")
+    if latencies is not None:
+        timed = latencies.drop(columns=[c for c in ("device",) if c in latencies.columns])
+        table = table.drop(columns=[c for c in timed.columns if c in table.columns]).join(timed, how="left")
+    if baseline in table.index:
+        base = table.loc[baseline]
         table["x_smaller"] = base["size_mb"] / table["size_mb"]
-        table["x_faster"] = base["latency_ms"] / table["latency_ms"]
         table["perplexity_change"] = table["perplexity"] - base["perplexity"]
-    return table.set_index("technique")
+        if "latency_ms" in table.columns and "x_faster" not in table.columns:
+            table["x_faster"] = base["latency_ms"] / table["latency_ms"]
+    if "x_faster" in table.columns:
+        table["speed_up"] = [_speed_up_text(row, technique == baseline) for technique, row in table.iterrows()]
+    return table
 
 
-def plot_size_vs_perplexity(table, path=None, *, anchor=None):
-    """Scatter of size (MB) against perplexity (log scale), one labelled point per technique."""
+def _speed_up_text(row, is_baseline=False):
+    """``"1.23 (1.10-1.35)"``, plus a warning when the spread includes 1.0; "" without a timing."""
+    if is_baseline:
+        return "1.00 (baseline)"
+    if not math.isfinite(row.get("x_faster", math.nan)):
+        return ""
+    if not all(math.isfinite(row.get(k, math.nan)) for k in ("x_faster_q1", "x_faster_q3")):
+        return f"{row['x_faster']:.2f}"
+    text = f"{row['x_faster']:.2f} ({row['x_faster_q1']:.2f}-{row['x_faster_q3']:.2f})"
+    return text + " (spread includes 1.00)" if row["x_faster_q1"] <= 1.0 <= row["x_faster_q3"] else text
+
+
+def timing_conditions(table):
+    """One line saying where and how the latencies were measured: device, threads, batch, dtype."""
+    parts = []
+    for column, label in (("device", "device"), ("threads", "CPU threads"), ("batch_shape", "batch (windows x tokens)")):
+        if column in table.columns:
+            values = sorted({str(v) for v in table[column].dropna()})
+            parts.append(f"{label}: {', '.join(values)}")
+    if "dtype" in table.columns:
+        parts.append("dtypes as stored: see the dtype column")
+    return "; ".join(parts)
+
+
+def _subtitle(table, model=None):
+    """``model`` or the table's ``model`` column, and the devices, for a plot's subtitle."""
+    names = [model] if model else (sorted({str(m) for m in table["model"].dropna()}) if "model" in table.columns else [])
+    devices = sorted({str(d) for d in table["device"].dropna()}) if "device" in table.columns else []
+    parts = [f"model: {', '.join(names)}" if names else "", f"device: {', '.join(devices)}" if devices else ""]
+    if "threads" in table.columns and table["threads"].notna().any():
+        parts.append(f"{', '.join(sorted({str(int(t)) for t in table['threads'].dropna()}))} CPU thread(s)")
+    return " | ".join(part for part in parts if part)
+
+
+def _plain_log_axis(ax, values, *, min_ratio=4.0):
+    """Log-scale y axis labelled in plain numbers (20, 50, 100, ...: no 3.1x10^4 ticks), spanning at
+    least a factor ``min_ratio``, so that a 1% difference does not fill the whole height."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    finite = [v for v in values if v is not None and math.isfinite(v) and v > 0]
+    ax.set_yscale("log")
+    if finite:
+        low, high = min(finite) / 1.15, max(finite) * 1.15
+        if high / low < min_ratio:
+            middle = math.sqrt(low * high)
+            low, high = middle / math.sqrt(min_ratio), middle * math.sqrt(min_ratio)
+        ax.set_ylim(low, high)
+        subs = (1.0, 2.0, 5.0) if high / low > 30 else tuple(float(k) for k in range(1, 10))
+    else:
+        subs = (1.0, 2.0, 5.0)
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 10 else f"{value:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _save(fig, path):
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig
+
+
+def _spread_markers(ax, points, *, spacing=20):
+    """Offsets in points that keep numbered markers at least ``spacing`` points apart: a marker
+    that would overlap one already placed moves out along a spiral (and gets a leader line)."""
+    to_points = 72.0 / ax.figure.dpi
+    box = ax.get_window_extent()
+    left, bottom, right, top = (v * to_points for v in (box.x0, box.y0, box.x1, box.y1))
+    margin = spacing / 2
+    placed, offsets = [], []
+    for x, y in points:
+        px, py = (coordinate * to_points for coordinate in ax.transData.transform((x, y)))
+        for step in range(400):
+            angle, radius = 2.4 * step, 0.0 if step == 0 else spacing * (0.8 + 0.25 * step ** 0.5)
+            dx, dy = radius * math.cos(angle), radius * math.sin(angle)
+            inside = step == 0 or (left + margin <= px + dx <= right - margin and bottom + margin <= py + dy <= top - margin)
+            if inside and all(math.hypot(px + dx - qx, py + dy - qy) >= spacing for qx, qy in placed):
+                break
+        placed.append((px + dx, py + dy))
+        offsets.append((dx, dy))
+    return offsets
+
+
+def plot_size_vs_perplexity(table, path=None, *, anchor=None, baseline="FP32", model=None):
+    """Size (MB) against perplexity (log scale), one numbered marker per technique, keyed on the right.
+
+    The baseline's size and perplexity are drawn as dashed lines: lower-left of their crossing is
+    better on both. ``anchor`` (a published perplexity) adds a dotted line, when it applies to
+    the model measured. Techniques with an infinite perplexity are listed, not drawn.
+    """
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 6))
-    finite = table[table["perplexity"].apply(math.isfinite)]
-    ax.scatter(finite["size_mb"], finite["perplexity"])
-    for technique, row in finite.iterrows():
-        ax.annotate(technique, (row["size_mb"], row["perplexity"]), fontsize=8,
-                    xytext=(4, 4), textcoords="offset points")
+    fig, (ax, key) = plt.subplots(1, 2, figsize=(12, 6.5), gridspec_kw={"width_ratios": [2.2, 1]})
+    _plain_log_axis(ax, list(table["perplexity"]) + ([anchor] if anchor is not None else []))
+    ax.set_xlim(left=0, right=1.08 * table["size_mb"].max())
+    lines, points = [], []
+    for number, (technique, row) in enumerate(table.iterrows(), start=1):
+        finite = math.isfinite(row["perplexity"])
+        lines.append(f"{number:>2}  {technique}: {row['size_mb']:.1f} MB, "
+                     + (f"ppl {row['perplexity']:,.2f}" if finite else "ppl inf (not drawn)"))
+        if finite:
+            points.append((number, technique == baseline, row["size_mb"], row["perplexity"]))
+    key.axis("off")
+    fig.tight_layout()
+    fig.canvas.draw()  # fixes the layout and the axes' transform, so markers can be placed apart in points
+    for (number, is_base, x, y), (dx, dy) in zip(points, _spread_markers(ax, [(p[2], p[3]) for p in points])):
+        ax.scatter(x, y, s=10, color="black", zorder=3)  # the true position, under its number
+        ax.annotate(str(number), (x, y), xytext=(dx, dy), textcoords="offset points", ha="center", va="center",
+                    fontsize=7.5, color="white", fontweight="bold", zorder=4,
+                    bbox=dict(boxstyle="circle,pad=0.3", fc="tab:orange" if is_base else "tab:blue",
+                              ec="black", lw=0.5, alpha=0.9),
+                    arrowprops=dict(arrowstyle="-", color="gray", lw=0.6) if (dx, dy) != (0, 0) else None)
+    if baseline in table.index:
+        base = table.loc[baseline]
+        ax.axhline(base["perplexity"], linestyle="--", color="tab:orange", linewidth=1,
+                   label=f"{baseline}: perplexity {base['perplexity']:,.2f}")
+        ax.axvline(base["size_mb"], linestyle="--", color="tab:orange", linewidth=1, alpha=0.6,
+                   label=f"{baseline}: {base['size_mb']:.1f} MB")
     if anchor is not None:
         ax.axhline(anchor, linestyle=":", color="gray", label=f"published bert-base-uncased ~{anchor:g}")
-        ax.legend()
-    ax.set(xlabel="size as stored (MB)", ylabel="masked-LM perplexity (log scale)", yscale="log",
-           title="Size vs perplexity (lower-left is better)")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+    ax.set(xlabel="size as stored (MB)", ylabel="masked-LM perplexity (log scale; lower is better)")
+    ax.set_title("Size vs perplexity (lower-left is better)\n" + _subtitle(table, model), fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    key.text(0, 1, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=7.5,
+             transform=key.transAxes)
+    return _save(fig, path)
 
 
-def plot_latency(table, path=None):
-    """Horizontal bars of median latency per technique, quartiles as error bars, device in the label."""
+def plot_latency(table, path=None, *, baseline="FP32", model=None):
+    """Speed-up over FP32 per technique (median of interleaved rounds, quartiles as whiskers).
+
+    The axis starts at 0 and the baseline (orange) is the line at 1.0. Grey hatched bars: the spread includes
+    1.0, no measurable difference. Each bar is labelled with its median latency. Without
+    ``x_faster`` (no baseline), the median latencies themselves are drawn.
+    """
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 0.4 * len(table) + 1.5))
-    labels = [f"{technique} [{row['device']}]" for technique, row in table.iterrows()]
-    spread = [table["latency_ms"] - table["latency_q1_ms"], table["latency_q3_ms"] - table["latency_ms"]]
-    ax.barh(labels, table["latency_ms"], xerr=spread, capsize=3)
+    fig, ax = plt.subplots(figsize=(10, 0.42 * len(table) + 2.2))
+    labels = list(table.index)
+    has_ratio = "x_faster" in table.columns
+    values = table["x_faster"] if has_ratio else table["latency_ms"]
+    if has_ratio and {"x_faster_q1", "x_faster_q3"} <= set(table.columns):
+        low, high = table["x_faster_q1"], table["x_faster_q3"]
+    else:
+        low, high = (table["latency_q1_ms"], table["latency_q3_ms"]) if not has_ratio else (values, values)
+    is_base = [technique == baseline for technique in labels]
+    unclear = [has_ratio and not base and lo <= 1.0 <= hi for lo, hi, base in zip(low, high, is_base)]
+    colors = ["tab:orange" if base else "lightgray" if flag else "tab:blue" for flag, base in zip(unclear, is_base)]
+    bars = ax.barh(labels, values, xerr=[(values - low).clip(lower=0), (high - values).clip(lower=0)],
+                   color=colors, edgecolor="black", linewidth=0.5, capsize=3)
+    for bar, flag in zip(bars, unclear):
+        if flag:
+            bar.set_hatch("//")
+    for y, (technique, row) in enumerate(table.iterrows()):
+        if math.isfinite(row.get("latency_ms", math.nan)):
+            ratio = f"{row['x_faster']:.2f}x, " if has_ratio and math.isfinite(row["x_faster"]) else ""
+            ax.annotate(f" {ratio}{row['latency_ms']:,.0f} ms", (max(values.iloc[y], high.iloc[y]), y),
+                        va="center", fontsize=7.5)
     ax.invert_yaxis()
-    ax.set(xlabel="median latency of one fixed batch (ms); bars: quartiles", title="Latency per technique")
+    ax.set_xlim(left=0, right=1.25 * max(float(high.max()), 1.0))
+    if has_ratio:
+        ax.axvline(1.0, color="tab:orange", linestyle="--", label="FP32 (1.00x)")
+        ax.legend(handles=[ax.lines[-1], plt.Rectangle((0, 0), 1, 1, facecolor="lightgray", hatch="//",
+                                                      edgecolor="black", linewidth=0.5)],
+                  labels=["FP32 (1.00x)", "spread includes 1.00x: no clear difference"],
+                  loc="lower right", fontsize=8)
+        ax.set_xlabel("speed-up over FP32 (x; > 1 is faster): median of interleaved rounds, whiskers: quartiles")
+        title = "Speed-up per technique"
+    else:
+        ax.set_xlabel("median latency of one fixed batch (ms); whiskers: quartiles")
+        title = "Latency per technique"
+    batch = f"batch {table['batch_shape'].dropna().iloc[0]}" if "batch_shape" in table.columns and table["batch_shape"].notna().any() else ""
+    ax.set_title(f"{title}\n" + " | ".join(p for p in (_subtitle(table, model), batch) if p), fontsize=10)
     ax.grid(True, axis="x", alpha=0.3)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+    return _save(fig, path)
+
+
+PRUNING_STYLES = {"local": ("tab:blue", "o"), "global": ("tab:green", "s"), "structured": ("tab:red", "^")}
+
+
+def plot_sparsity_curves(curves, path=None, *, reference=None, model=None):
+    """Perplexity against the fraction of encoder Linear weights removed, one line per method.
+
+    ``curves`` is ``given.experiments.sparsity_curve``'s table; ``reference`` (the unpruned
+    perplexity) is drawn as a dashed line. Log scale in perplexity, labelled in plain numbers.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for method, points in curves.groupby("method", sort=False):
+        color, marker = PRUNING_STYLES.get(method, (None, "o"))
+        points = points.sort_values("removed")
+        ax.plot(100 * points["removed"], points["perplexity"], marker=marker, color=color, label=method)
+    if reference is not None:
+        ax.axhline(reference, linestyle="--", color="tab:orange", linewidth=1, label=f"unpruned: {reference:,.2f}")
+    _plain_log_axis(ax, list(curves["perplexity"]) + ([reference] if reference is not None else []))
+    ax.set_xlim(0, 100)
+    ax.set(xlabel="encoder Linear weights removed (%)", ylabel="masked-LM perplexity (log scale)")
+    ax.set_title("Perplexity vs sparsity\n" + _subtitle(curves, model), fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=9)
+    return _save(fig, path)
+
+
+SHORT_MODULE_NAMES = {"attention.self.query": "query", "attention.self.key": "key",
+                      "attention.self.value": "value", "attention.output.dense": "attn out",
+                      "intermediate.dense": "FFN in", "output.dense": "FFN out"}
+
+
+def plot_layer_sensitivity(sensitivity, path=None, *, reference, fraction=None, model=None):
+    """Heat map of the perplexity, relative to ``reference``, when one Linear layer is pruned.
+
+    Rows: encoder layers; columns: the six Linear layers of a BERT layer. Each cell is labelled
+    with perplexity / reference (``1.00`` = no harm).
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    grid = sensitivity.pivot(index="layer", columns="module", values="perplexity") / reference
+    grid = grid[[c for c in SHORT_MODULE_NAMES if c in grid.columns] + [c for c in grid.columns if c not in SHORT_MODULE_NAMES]]
+    fig, ax = plt.subplots(figsize=(1.3 * grid.shape[1] + 2.5, 0.55 * grid.shape[0] + 2.2))
+    high = max(float(grid.max().max()), 2.0)  # a 1% change stays pale: colours do not magnify noise
+    image = ax.imshow(grid.clip(lower=1.0).values, cmap="Reds", norm=LogNorm(vmin=1.0, vmax=high), aspect="auto")
+    for (i, j), value in __import__("numpy").ndenumerate(grid.values):
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                color="white" if math.log(max(value, 1.0)) > 0.6 * math.log(high) else "black")
+    ax.set_xticks(range(grid.shape[1]), [SHORT_MODULE_NAMES.get(c, c) for c in grid.columns])
+    ax.set_yticks(range(grid.shape[0]), [f"layer {i}" for i in grid.index])
+    from matplotlib.ticker import FuncFormatter
+
+    bar = fig.colorbar(image, ax=ax, label="perplexity / unpruned perplexity (log scale)")
+    ticks = [t * 10 ** e for e in range(0, 6) for t in (1, 1.5, 2, 3, 5)]
+    bar.set_ticks([t for t in ticks if t <= high])
+    bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}x"))
+    bar.ax.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
+    what = f"{fraction:.0%} of one layer's weights pruned" if fraction is not None else "one layer pruned"
+    ax.set_title(f"Per-layer sensitivity: {what}, all others intact\n" + _subtitle(sensitivity, model), fontsize=10)
+    return _save(fig, path)
 
 
 def save_results(table, output_dir, stem="results"):

@@ -360,3 +360,291 @@ def test_notebook_runs_offline_end_to_end(tmp_path):
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     results = (tmp_path / "results.csv").read_text()
     assert "FP32" in results and (tmp_path / "size_vs_perplexity.png").is_file()
+
+
+# ================================================================================================
+# Issue 14: interleaved timing, the experiments, the plots, 2:4 sizes, tools/check_gpu.py
+# ================================================================================================
+
+import pandas as pd  # noqa: E402
+
+import given.experiments as experiments  # noqa: E402
+import given.quantized_linear as quantized_linear  # noqa: E402
+import given.timing as timing  # noqa: E402
+from tests.helpers import SMALL_VOCAB, bert_inputs, small_bert, state_copy  # noqa: E402
+
+
+def test_interleaved_timing_takes_turns_and_calls_each_function_a_known_number_of_times():
+    calls = []
+    functions = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    stats = timing.time_interleaved(functions, warmup=2, repeats=3)
+    assert calls == ["a", "b"] * 2 + ["a", "b", "b", "a", "a", "b"], \
+        "2 warm-up rounds, then 3 timed rounds, each function once per round, in turn, the first one rotating"
+    for entry in stats.values():
+        assert entry["calls"] == 1 and len(entry["times"]) == 3 and entry["threads"] == torch.get_num_threads()
+        assert entry["min"] <= entry["q1"] <= entry["median"] <= entry["q3"] <= entry["max"]
+
+
+def test_blocks_last_at_least_min_block_s_and_the_call_count_is_exact(monkeypatch):
+    now = [0.0]  # a fake clock: each call of "slow" takes exactly 4 ms, "fast" 0.5 ms
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
+    counts = {"slow": 0, "fast": 0}
+
+    def call(label, seconds):
+        def function():
+            counts[label] += 1
+            now[0] += seconds
+        return function
+
+    stats = timing.time_interleaved({"slow": call("slow", 0.004), "fast": call("fast", 0.0005)},
+                                    warmup=1, repeats=2, min_block_s=0.02)
+    assert stats["slow"]["calls"] == 5 and stats["fast"]["calls"] == 40, "ceil(20 ms / time of one call)"
+    assert counts == {"slow": 1 + 2 * 5, "fast": 1 + 2 * 40}
+    assert stats["slow"]["times"] == pytest.approx([0.004, 0.004]), "times are per call, not per block"
+    assert stats["fast"]["median"] == pytest.approx(0.0005)
+
+
+def test_speedups_pair_the_rounds_and_report_their_spread():
+    stats = {"base": {"times": [2.0, 4.0, 2.0, 8.0]}, "model": {"times": [1.0, 1.0, 2.0, 4.0]}}
+    result = timing.speedups(stats, "base")
+    assert result["model"]["ratios"] == [2.0, 4.0, 1.0, 2.0], "round r: base time / model time in round r"
+    assert result["model"]["median"] == 2.0 and result["base"]["ratios"] == [1.0] * 4
+    assert not timing.spread_includes_one(result["model"]) and timing.spread_includes_one(result["base"])
+    with pytest.raises(ValueError, match="baseline 'missing'"):
+        timing.speedups(stats, "missing")
+    with pytest.raises(ValueError, match="same rounds"):
+        timing.speedups({"base": {"times": [1.0, 2.0]}, "model": {"times": [1.0]}}, "base")
+
+
+@pytest.mark.parametrize("kwargs", [dict(repeats=0), dict(warmup=-1), dict(min_block_s=-1.0),
+                                    dict(min_block_s=float("nan"))])
+def test_timing_rejects_bad_counts(kwargs):
+    with pytest.raises(ValueError):
+        timing.time_interleaved({"a": lambda: None}, **kwargs)
+
+
+def test_measure_latencies_times_every_model_and_gives_speedups_against_the_baseline():
+    models_ = {"FP32": CountingModel(), "other": CountingModel()}
+    batch = {"input_ids": torch.ones(2, 6, dtype=torch.long),
+             "attention_mask": torch.tensor([[1] * 6, [1, 1, 1, 0, 0, 0]])}
+    table = ev.measure_latencies(models_, batch, warmup=1, repeats=4, min_block_s=0.0)
+    assert list(table.index) == ["FP32", "other"] and all(m.calls == 1 + 4 for m in models_.values())
+    assert table.loc["FP32", "x_faster"] == 1.0 and table.loc["FP32", "x_faster_q1"] == 1.0
+    assert table.loc["other", "x_faster_q1"] <= table.loc["other", "x_faster"] <= table.loc["other", "x_faster_q3"]
+    assert table.loc["other", "batch_shape"] == (2, 6) and table.loc["other", "device"] == "cpu"
+    assert "x_faster" not in ev.measure_latencies(models_, batch, baseline="absent", warmup=0, repeats=1).columns
+
+
+def test_results_table_takes_the_interleaved_speedups_and_flags_spreads_that_include_one():
+    rows = [{"technique": name, "device": "cpu", "size_mb": size, "perplexity": ppl}
+            for name, size, ppl in [("FP32", 100.0, 10.0), ("fast", 50.0, 12.0), ("same", 100.0, 10.0)]]
+    latencies = pd.DataFrame({"device": ["cpu"] * 3, "threads": [2] * 3, "latency_ms": [10.0, 5.0, 10.0],
+                              "x_faster": [1.0, 2.0, 1.0], "x_faster_q1": [1.0, 1.9, 0.9],
+                              "x_faster_q3": [1.0, 2.1, 1.1]},
+                             index=pd.Index(["FP32", "fast", "same"], name="technique"))
+    table = ev.results_table(rows, latencies=latencies)
+    assert table.loc["fast", "x_smaller"] == 2.0 and table.loc["fast", "perplexity_change"] == 2.0
+    assert table.loc["FP32", "speed_up"] == "1.00 (baseline)"
+    assert table.loc["fast", "speed_up"] == "2.00 (1.90-2.10)"
+    assert table.loc["same", "speed_up"] == "1.00 (0.90-1.10) (spread includes 1.00)"
+    assert "device: cpu" in ev.timing_conditions(table) and "CPU threads: 2" in ev.timing_conditions(table)
+
+
+def summary_table():
+    """A table like the notebook's: several techniques in a tight cluster, one far away, one infinite."""
+    names = ["FP32", "BF16", "int8 a", "int8 b", "int8 c", "pruned 20%", "pruned 40%", "1bit", "broken"]
+    sizes_mb = [44.0, 22.0, 20.0, 20.1, 20.2, 44.0, 44.0, 17.0, 10.0]
+    perplexity = [20.0, 20.01, 20.2, 20.3, 20.25, 20.5, 23.0, 31005.0, math.inf]
+    latencies = pd.DataFrame({"latency_ms": [100.0] * 9, "x_faster": [1.0, 1.5, 0.9, 0.8, 1.0, 1.0, 1.0, 1.1, 1.0],
+                              "x_faster_q1": [1.0, 1.4, 0.85, 0.7, 0.9, 0.95, 0.9, 1.05, 0.9],
+                              "x_faster_q3": [1.0, 1.6, 0.95, 0.9, 1.1, 1.05, 1.1, 1.2, 1.1],
+                              "threads": [2] * 9, "batch_shape": [(8, 128)] * 9},
+                             index=pd.Index(names, name="technique"))
+    rows = [{"technique": n, "device": "cpu", "size_mb": s, "perplexity": p, "model": "bert-mini"}
+            for n, s, p in zip(names, sizes_mb, perplexity)]
+    return ev.results_table(rows, latencies=latencies)
+
+
+def test_size_plot_numbers_every_point_without_overlap_and_plain_log_ticks(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+
+    table = summary_table()
+    fig = ev.plot_size_vs_perplexity(table, tmp_path / "size.png")
+    ax = fig.axes[0]
+    assert (tmp_path / "size.png").stat().st_size > 0 and "bert-mini" in ax.get_title()
+    numbers = [text for text in ax.texts if text.get_text().isdigit()]
+    assert sorted(int(t.get_text()) for t in numbers) == list(range(1, 9)), "one marker per finite row"
+    fig.canvas.draw()
+    circles = [t.get_bbox_patch().get_window_extent() for t in numbers]  # the round marker around each number
+    overlaps = [(a, b) for i, a in enumerate(circles) for b in circles[i + 1:]
+                if math.hypot(a.x0 + a.x1 - b.x0 - b.x1, a.y0 + a.y1 - b.y0 - b.y1) / 2 < (a.width + b.width) / 2]
+    assert not overlaps, "numbered markers must not cover each other"
+    labels = [tick.get_text() for tick in ax.get_yticklabels()]
+    assert labels and not any("10^" in label or "times" in label or "\\" in label for label in labels), labels
+    key = fig.axes[1].texts[0].get_text()
+    assert "9  broken" in key and "not drawn" in key, "an infinite perplexity is listed, not plotted"
+    assert any(line.get_ydata()[0] == 20.0 for line in ax.lines), "FP32's perplexity drawn as a reference line"
+
+
+def test_axes_do_not_magnify_noise(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+
+    rows = [{"technique": n, "device": "cpu", "size_mb": 10.0, "perplexity": p} for n, p in [("FP32", 20.0), ("b", 20.02)]]
+    ax = ev.plot_size_vs_perplexity(ev.results_table(rows)).axes[0]
+    low, high = ax.get_ylim()
+    assert high / low >= 4.0, "a 0.1% difference must not fill the plot's height"
+    fig = ev.plot_latency(summary_table(), tmp_path / "latency.png")
+    ax = fig.axes[0]
+    assert ax.get_xlim()[0] == 0 and any(line.get_xdata()[0] == 1.0 for line in ax.lines), "starts at 0, FP32 at 1"
+    hatched = [bar.get_hatch() for bar in ax.patches if hasattr(bar, "get_hatch") and bar.get_width() > 0][:9]
+    assert hatched[0] is None and hatched[1] is None and hatched[4] == "//", "only unclear speed-ups are hatched"
+
+
+def test_sweep_plots_write_their_files(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+
+    curves = pd.DataFrame({"method": ["local"] * 3 + ["structured"] * 3, "fraction": [0, 0.5, 0.9] * 2,
+                           "removed": [0, 0.5, 0.9, 0, 0.49, 0.88], "perplexity": [20, 21, 60, 20, 35, 900]})
+    ev.plot_sparsity_curves(curves, tmp_path / "curves.png", reference=20.0, model="bert-mini")
+    sensitivity = pd.DataFrame({"layer": [0, 0, 1, 1], "module": ["attention.self.query", "output.dense"] * 2,
+                                "perplexity": [20.0, 30.0, 21.0, 80.0]})
+    fig = ev.plot_layer_sensitivity(sensitivity, tmp_path / "sensitivity.png", reference=20.0, fraction=0.8)
+    cells = sorted(text.get_text() for text in fig.axes[0].texts)
+    assert cells == ["1.00", "1.05", "1.50", "4.00"], "each cell: perplexity / reference"
+    assert all((tmp_path / name).stat().st_size > 0 for name in ("curves.png", "sensitivity.png"))
+
+
+class SemiStructuredStandIn:
+    """Stands in for a ``SparseSemiStructuredTensor``: a wrapper whose ``data_ptr()`` is 0 and whose
+    ``nbytes`` is the dense size, holding its real storage in ``packed`` and ``meta``."""
+
+    def __init__(self, dense_shape, dtype=torch.float16):
+        rows, cols = dense_shape
+        self.packed = torch.zeros(rows, cols // 2, dtype=dtype)       # the kept half of the values
+        self.meta = torch.zeros(rows, cols // 16, dtype=torch.int16)  # 2-bit positions, packed
+        self.nbytes = rows * cols * torch.finfo(dtype).bits // 8
+        self.dtype = dtype
+
+    def data_ptr(self):
+        return 0
+
+
+class StandInModule(nn.Module):
+    def __init__(self, weights):
+        super().__init__()
+        self.weights = weights
+
+    def parameters(self, recurse=True):
+        return iter(self.weights)
+
+
+def test_a_2_4_sparse_weight_counts_its_compressed_values_and_metadata():
+    weight = SemiStructuredStandIn((64, 128))
+    module = StandInModule([weight])
+    expected = weight.packed.nbytes + weight.meta.nbytes
+    assert sizes.stored_bytes(module) == expected == 64 * 64 * 2 + 64 * 8 * 2
+    assert sizes.stored_bytes(module) < weight.nbytes * 0.6, "not the dense size"
+    assert sizes.storage_dtypes(module) == "float16 89% + int16 11%"
+    assert sizes.stored_bytes(StandInModule([weight, SemiStructuredStandIn((64, 128))])) == 2 * expected
+
+
+def test_per_tensor_int8_matches_an_independent_reference_and_loses_to_vector_wise_scales():
+    torch.manual_seed(0)
+    linear = nn.Linear(16, 8)
+    x = torch.randn(5, 16)
+    x[0] *= 50  # one loud token: its absmax sets the single scale of every token
+    layer = experiments.PerTensorInt8Linear(linear)
+    w = linear.weight.detach()
+    qx = torch.round(127 * x / x.abs().max())
+    qw = torch.round(127 * w / w.abs().max())
+    expected = (qx @ qw.T) * (x.abs().max() / 127) * (w.abs().max() / 127) + linear.bias.detach()
+    with torch.no_grad():
+        got = layer(x)
+        exact = linear(x)
+    assert torch.allclose(got, expected, atol=1e-5)
+    vector_wise = quantized_linear.QuantizedLinear(linear, "int8", threshold=None)
+    with torch.no_grad():
+        quiet_rows_error = lambda out: float((out[1:] - exact[1:]).norm() / exact[1:].norm())  # noqa: E731
+        assert quiet_rows_error(vector_wise(x)) < quiet_rows_error(got) / 3
+
+
+def test_quantize_model_per_tensor_swaps_the_layers_quantize_model_swaps():
+    model = small_bert()
+    experiments.quantize_model_per_tensor(model)
+    swapped = {n for n, m in model.named_modules() if isinstance(m, experiments.PerTensorInt8Linear)}
+    reference, _ = quantized_linear.quantize_model(small_bert(), "int8")
+    assert swapped == {n for n, m in reference.named_modules() if isinstance(m, quantized_linear.QuantizedLinear)}
+    assert isinstance(model.cls.predictions.decoder, nn.Linear), "the tied decoder stays in float"
+
+
+@pytest.fixture
+def tiny_eval_set():
+    torch.manual_seed(0)
+    inputs = bert_inputs(batch=4, length=16, padded_from=12)
+    labels = torch.full_like(inputs["input_ids"], IGNORE_INDEX)
+    labels[:, 2:10:3] = inputs["input_ids"][:, 2:10:3]
+    return MaskedEvalSet(inputs["input_ids"], inputs["attention_mask"], labels)
+
+
+def test_sparsity_curve_prunes_fresh_copies_to_the_asked_fractions(tiny_eval_set):
+    model = small_bert(num_attention_heads=4, hidden_size=128)
+    before = state_copy(model)
+    curves = experiments.sparsity_curve(model, tiny_eval_set, [0.0, 0.5])
+    assert list(curves["method"]) == ["local", "local", "global", "global", "structured", "structured"]
+    unpruned = ev.masked_lm_perplexity(model, tiny_eval_set)["perplexity"]
+    assert (curves.loc[curves["fraction"] == 0, "perplexity"] == unpruned).all()
+    assert curves.loc[curves["fraction"] == 0.5, "removed"].tolist() == pytest.approx([0.5, 0.5, 0.5], abs=0.01)
+    assert all(torch.equal(t, before[k]) for k, t in model.state_dict().items()), "the model itself is unchanged"
+
+
+def test_layer_sensitivity_prunes_one_layer_at_a_time_and_restores_it(tiny_eval_set):
+    model = small_bert()
+    before = state_copy(model)
+    scan = experiments.layer_sensitivity(model, tiny_eval_set, 0.9)
+    assert len(scan) == 6 * model.config.num_hidden_layers
+    assert set(scan["module"]) == set(ev.SHORT_MODULE_NAMES) and set(scan["layer"]) == {0, 1}
+    assert all(torch.equal(t, before[k]) for k, t in model.state_dict().items())
+    one = small_bert()
+    from pruning import magnitude_mask
+    target = one.bert.encoder.layer[1].intermediate.dense
+    target.weight.data.mul_(magnitude_mask(target.weight.detach(), 0.9))
+    row = scan[(scan["layer"] == 1) & (scan["module"] == "intermediate.dense")]
+    assert row["perplexity"].item() == pytest.approx(ev.masked_lm_perplexity(one, tiny_eval_set)["perplexity"])
+
+
+def test_component_shares_count_every_byte_once_and_time_adds_up():
+    model = small_bert()
+    shares = experiments.component_shares(model, bert_inputs(), warmup=1, repeats=2)
+    assert shares["size_mb"].sum() * 1e6 == pytest.approx(sizes.stored_bytes(model))
+    embeddings = model.bert.embeddings.word_embeddings.weight
+    assert shares.loc["embeddings", "size_mb"] * 1e6 >= embeddings.nbytes, "the tied decoder counts once, here"
+    assert shares.loc["MLM head", "size_mb"] * 1e6 < embeddings.nbytes
+    assert shares["time_share"].sum() == pytest.approx(1.0)
+    assert (shares["ceiling"] >= 1.0).all()
+
+
+def test_check_gpu_says_it_needs_a_gpu_and_exits_0_on_a_cpu():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: run python tools/check_gpu.py itself")
+    completed = subprocess.run([sys.executable, str(PROJECT_ROOT / "tools" / "check_gpu.py"), "--skip-notebook"],
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "needs a CUDA GPU" in completed.stdout
+
+
+def test_check_gpu_table_lines_up():
+    spec = importlib.util.spec_from_file_location("check_gpu", PROJECT_ROOT / "tools" / "check_gpu.py")
+    check_gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check_gpu)
+    results = []
+    check_gpu.run_check("works", lambda: "fine", results)
+    check_gpu.run_check("fails", lambda: 1 / 0, results)
+    check_gpu.run_check("skips", lambda: (_ for _ in ()).throw(check_gpu.Skip("needs sm80")), results)
+    assert [r["status"] for r in results] == ["ok", "FAIL", "skipped"]
+    assert "ZeroDivisionError" in results[1]["detail"]
+    lines = check_gpu.format_table(results).splitlines()
+    assert lines[0].startswith("check") and set(lines[1]) == {"-"} and len(lines) == 5
+    assert len({line.index(status) for line, status in zip(lines[2:], ["ok", "FAIL", "skipped"])}) == 1
