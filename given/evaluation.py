@@ -7,8 +7,9 @@ Read it top to bottom:
 2. Perplexity: ``build_masked_eval_set`` fixes the masked inputs once (seeded, independent of any
    model or device); ``masked_lm_perplexity`` scores every model on exactly those tokens.
 3. Latency: ``make_latency_batch`` + ``measure_latency`` (warm-up, median and quartiles of repeats).
-4. ``measure`` gives one table row; ``results_table``, the plots and ``save_results`` the summary.
-5. ``distill_bert_student``: Exercise 3 on wikitext in one call.
+4. ``measure`` gives one table row (with the ``model`` it came from); ``results_table``, the plots
+   and ``save_results`` the summary.
+5. ``distill_bert_student``: Exercise 3 on wikitext in one call (``alpha=0.0``: its control).
 """
 import contextlib
 import json
@@ -315,17 +316,19 @@ def measure_latency(model, batch, *, warmup=3, repeats=10):
 # 4. One row per technique, the summary table, plots, files
 # ----------------------------------------------------------------------------------------------
 
-def measure(model, eval_set, latency_batch, name, *, batch_size=32, warmup=3, repeats=10, progress=True,
-            **extra):
+def measure(model, eval_set, latency_batch, name, *, model_name=None, batch_size=32, warmup=3, repeats=10,
+            progress=True, **extra):
     """Measure one compressed model: one row of the summary table (a dict).
 
-    Columns: ``technique`` (``name``), ``device``, ``dtype`` (as stored), ``params``, ``size_mb``
-    (parameters + buffers as stored, 1 MB = 10^6 bytes), ``perplexity``, ``loss``,
-    ``masked_tokens``, ``latency_ms`` with quartiles, ``tokens_per_s``, then ``extra`` columns
-    (e.g. ``sparse_size_mb=`` for a pruned model). The model is measured where it is.
+    Columns: ``technique`` (``name``), ``model`` (``model_name``: which model the technique was
+    applied to, e.g. ``resolved.name``; None when not given), ``device``, ``dtype`` (as stored),
+    ``params``, ``size_mb`` (parameters + buffers as stored, 1 MB = 10^6 bytes), ``perplexity``,
+    ``loss``, ``masked_tokens``, ``latency_ms`` with quartiles, ``tokens_per_s``, then ``extra``
+    columns (e.g. ``sparse_size_mb=`` for a pruned model). The model is measured where it is.
     """
-    row = {"technique": name, "device": str(model_device(model)), "dtype": storage_dtypes(model),
-           "params": sum(p.numel() for p in model.parameters()), "size_mb": stored_bytes(model) / 1e6}
+    row = {"technique": name, "model": model_name, "device": str(model_device(model)),
+           "dtype": storage_dtypes(model), "params": sum(p.numel() for p in model.parameters()),
+           "size_mb": stored_bytes(model) / 1e6}
     row.update(masked_lm_perplexity(model, eval_set, batch_size=batch_size, progress=progress))
     timing = measure_latency(model, latency_batch, warmup=warmup, repeats=repeats)
     row.update({key: value for key, value in timing.items() if key.startswith(("latency", "tokens"))})
@@ -394,14 +397,30 @@ def plot_latency(table, path=None):
 
 
 def save_results(table, output_dir, stem="results"):
-    """Write ``table`` as ``<stem>.csv`` and ``<stem>.json`` in ``output_dir``; return both paths."""
+    """Write ``table`` as ``<stem>.csv`` and ``<stem>.json`` in ``output_dir``; return both paths.
+
+    The JSON is strict (any JSON parser reads it): a list of row objects, NaN and infinities
+    written as ``null``.
+    """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = output_dir / f"{stem}.csv", output_dir / f"{stem}.json"
     table.to_csv(csv_path)
-    records = table.reset_index().to_dict(orient="records")
-    json_path.write_text(json.dumps(records, indent=2, default=str, allow_nan=True))
+    records = [{key: _json_value(value) for key, value in record.items()}
+               for record in table.reset_index().to_dict(orient="records")]
+    json_path.write_text(json.dumps(records, indent=2, allow_nan=False))
     return csv_path, json_path
+
+
+def _json_value(value):
+    """A JSON-ready copy of one table cell: NaN/inf -> None, numpy scalars -> Python, rest -> str."""
+    if hasattr(value, "item") and not isinstance(value, (list, tuple, dict, str)):
+        value = value.item()  # numpy / torch scalars
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -438,8 +457,14 @@ def distill_bert_student(teacher, train_texts, tokenizer, *, num_layers=None, st
 
     The student comes from ``distillation.make_bert_student(teacher, num_layers)`` (DistilBERT's
     recipe: same width, every other layer copied); ``distillation.distill_model`` then trains it for
-    ``epochs`` passes over ``steps // epochs`` masked-LM batches, on the teacher's device. Train on
-    wikitext's validation split and evaluate on its test split, never on the same tokens.
+    ``epochs`` passes over ``steps // epochs`` masked-LM batches, on the teacher's device, on
+    ``alpha * KD + (1 - alpha) * CE``. Train on wikitext's validation split and evaluate on its
+    test split, never on the same tokens.
+
+    **The control experiment:** ``alpha=0.0`` trains the same student (same initialisation from
+    the teacher's layers) on the same batches, in the same order, for the same steps, with the same
+    seed, on the labels alone: only the teacher's soft targets differ. Distillation has helped
+    when the ``alpha > 0`` student beats this one.
 
     Returns:
         ``(student, epoch_losses)``, the student in eval mode.

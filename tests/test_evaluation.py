@@ -239,8 +239,10 @@ def test_measure_gives_a_row_and_the_summary_files(tmp_path, sample_tokenizer, s
     texts = models.BUILTIN_TEXT_SAMPLE.splitlines(keepends=True)
     eval_set = ev.build_masked_eval_set(texts, sample_tokenizer, seq_len=64)
     batch = ev.make_latency_batch(eval_set, batch_size=2)
-    rows = [ev.measure(sample_bert, eval_set, batch, "FP32", repeats=2, progress=False),
-            ev.measure(sample_bert.to(torch.bfloat16), eval_set, batch, "BF16", repeats=2, progress=False)]
+    rows = [ev.measure(sample_bert, eval_set, batch, "FP32", model_name="tiny", repeats=2, progress=False),
+            ev.measure(sample_bert.to(torch.bfloat16), eval_set, batch, "BF16", model_name="tiny", repeats=2,
+                       progress=False)]
+    assert list(rows[0])[:2] == ["technique", "model"] and rows[1]["model"] == "tiny"
     assert rows[0]["dtype"].startswith("float32") and rows[1]["dtype"].startswith("bfloat16")
     int64_buffers = 2 * 512 * 8  # position_ids and token_type_ids, not cast by .to(bfloat16)
     assert rows[0]["size_mb"] * 1e6 == pytest.approx(rows[0]["params"] * 4 + int64_buffers, abs=0.5)
@@ -252,7 +254,7 @@ def test_measure_gives_a_row_and_the_summary_files(tmp_path, sample_tokenizer, s
     csv_path, json_path = ev.save_results(table, tmp_path)
     ev.plot_size_vs_perplexity(table, tmp_path / "size.png", anchor=4.0)
     ev.plot_latency(table, tmp_path / "latency.png")
-    assert csv_path.read_text().startswith("technique,")
+    assert csv_path.read_text().startswith("technique,model,")
     assert all((tmp_path / name).stat().st_size > 0 for name in ("results.json", "size.png", "latency.png"))
 
 
@@ -274,14 +276,7 @@ def test_local_wikitext_gives_the_hub_rows_and_token_count(shared_data_dir):
     assert len(ev.tokenize_stream(rows, tokenizer)) == 273_178
 
 
-def test_offline_fallback_is_loud_and_loadable(tmp_path, monkeypatch, capsys):
-    with pytest.warns(RuntimeWarning, match="SEEDED RANDOM BERT"):
-        resolved = models.resolve_model(offline=True, fallback_dir=tmp_path / "tiny")
-    assert resolved.is_random_fallback and "SEEDED RANDOM BERT" in capsys.readouterr().out
-    model = models.load_bert(resolved.path, device="cpu")
-    assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 128
-    assert models.load_tokenizer(resolved.path).mask_token_id == resolved.tokenizer.mask_token_id
-
+def test_without_hub_and_local_wikitext_the_builtin_sample_is_loud(tmp_path, monkeypatch):
     monkeypatch.setattr(ev, "SHARED_WIKITEXT_DIR", tmp_path / "absent")
     with pytest.warns(RuntimeWarning, match="BUILT-IN TEXT SAMPLE"):
         rows = ev.load_wikitext_texts("test", offline=True)
