@@ -235,8 +235,11 @@ def no_trained_model_message(offline=False):
     return (f"The model hub is {'not used (offline run)' if offline else 'not reachable'} and there is no "
             f"offline model (neither ${OFFLINE_MODEL_ENV} nor {SHARED_OFFLINE_MODEL_DIR}): falling back to "
             f"a SEEDED RANDOM BERT of BERT-tiny shape. Every cell still runs, but the numbers measure "
-            f"mechanics, not quality. Build the offline model with {MAKE_OFFLINE_MODEL} and set "
-            f"{OFFLINE_MODEL_ENV} to its folder (or pass --model FOLDER).")
+            f"mechanics, not quality.\n{HOW_TO_GET_A_TRAINED_MODEL}")
+
+
+HOW_TO_GET_A_TRAINED_MODEL = (f"To measure a trained model offline, build the offline model:\n    {MAKE_OFFLINE_MODEL}\n"
+                              f"then set {OFFLINE_MODEL_ENV} to its folder (or pass --model FOLDER).")
 
 
 def resolve_model(name_or_path=None, *, offline=False, fallback_dir="outputs/offline-bert-tiny",

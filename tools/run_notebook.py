@@ -85,7 +85,7 @@ def build_parameters(args):
 
 def boxed(text, *, alarm=False, width=96):
     """``text`` wrapped in a box of ``#`` (alarm) or ``-``; red too when alarming a terminal."""
-    lines = [line for paragraph in text.split("\n") for line in (textwrap.wrap(paragraph, width - 4) or [""])]
+    lines = [line for paragraph in text.split("\n") for line in (textwrap.wrap(paragraph, width - 4, break_on_hyphens=False) or [""])]
     edge, side = ("#", "#") if alarm else ("-", "|")
     inner = max(len(line) for line in lines)
     box = "\n".join([edge * (inner + 4), *(f"{side} {line:<{inner}} {side}" for line in lines), edge * (inner + 4)])
@@ -94,11 +94,11 @@ def boxed(text, *, alarm=False, width=96):
 
 
 def model_line(choice):
-    """The one line that says which model the run's numbers come from (boxed in red when random)."""
+    """The one line that says which model the run's numbers come from (a red box when random)."""
     if choice.is_random_fallback:
         from given.models import no_trained_model_message
-        return boxed(f"MODEL: {choice.name}: {choice.description}.\n"
-                     f"{no_trained_model_message(os.environ.get('HF_HUB_OFFLINE') == '1')}", alarm=True)
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        return boxed(f"MODEL: {choice.name}\n{no_trained_model_message(offline)}", alarm=True)
     return f"Model: {choice.description}"
 
 
@@ -116,15 +116,15 @@ def models_in_results(output_dir):
 
 def closing_report(choice, output_dir):
     """The run's last words: which model the results came from; a warning box when it was random."""
-    from given.models import RANDOM_MODEL_NAME, no_trained_model_message
+    from given.models import HOW_TO_GET_A_TRAINED_MODEL, RANDOM_MODEL_NAME
 
     found = models_in_results(output_dir)
     names = ", ".join(found) if found else f"{choice.name} (results.csv has no model column)"
     if choice.is_random_fallback or (found and RANDOM_MODEL_NAME in found):
-        return boxed(f"WARNING: every number in {output_dir} comes from a {RANDOM_MODEL_NAME}: it measures "
-                     f"mechanics (sizes, latency, that every cell runs), not quality; the perplexities "
-                     f"are about the vocabulary size and show none of the lab's lessons.\n"
-                     f"{no_trained_model_message(os.environ.get('HF_HUB_OFFLINE') == '1')}", alarm=True)
+        return boxed(f"WARNING: every number in {output_dir} comes from a {RANDOM_MODEL_NAME}. They measure "
+                     f"mechanics (sizes, latency, that every cell runs), not quality: the perplexities are "
+                     f"about the vocabulary size and show none of the lab's lessons.\n"
+                     f"{HOW_TO_GET_A_TRAINED_MODEL}", alarm=True)
     return f"Done: every cell ran. The numbers come from {names}: {choice.description}."
 
 
