@@ -356,12 +356,31 @@ def test_notebook_has_the_parameters_and_the_sections():
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), "commit it unexecuted"
 
 
+def run_notebook_offline(output_dir, **environment):
+    import os
+    runner = PROJECT_ROOT / "tools" / "run_notebook.py"
+    completed = subprocess.run([sys.executable, str(runner), "--offline", "--output-dir", str(output_dir)],
+                               capture_output=True, text=True, timeout=880, env={**os.environ, **environment})
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return completed.stdout
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_notebook_runs_offline_end_to_end(tmp_path):
-    runner = PROJECT_ROOT / "tools" / "run_notebook.py"
-    completed = subprocess.run([sys.executable, str(runner), "--offline", "--output-dir", str(tmp_path)],
-                               capture_output=True, text=True, timeout=880)
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+def test_notebook_runs_offline_end_to_end_and_names_its_model(tmp_path):
+    expected = models.choose_model(offline=True)
+    out = run_notebook_offline(tmp_path)
     results = (tmp_path / "results.csv").read_text()
     assert "FP32" in results and (tmp_path / "size_vs_perplexity.png").is_file()
+    assert out.splitlines()[0] == f"Model: {expected.description}" or expected.is_random_fallback, out[:2000]
+    assert {row.split(",")[1] for row in results.splitlines()[1:]} == {expected.name}, results
+    assert ("WARNING: every number" in out) == expected.is_random_fallback, out[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_notebook_without_a_trained_model_says_loudly_it_measured_a_random_one(tmp_path):
+    out = run_notebook_offline(tmp_path, **{models.OFFLINE_MODEL_ENV: ""})
+    last_box = out[out.rindex("WARNING: every number"):]
+    assert models.MAKE_OFFLINE_MODEL in last_box and not out.rstrip().endswith(("png", "json", "csv")), out[-3000:]
+    assert models.RANDOM_MODEL_NAME in (tmp_path / "results.csv").read_text()
