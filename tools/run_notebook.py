@@ -103,15 +103,14 @@ def model_line(choice):
 
 
 def models_in_results(output_dir):
-    """The distinct values of the ``model`` column of ``results.csv`` (None: no file or no column)."""
+    """The distinct values of the ``model`` column of ``results.csv`` (None: no file, column or value)."""
     path = Path(output_dir) / "results.csv"
     if not path.is_file():
         return None
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    if not rows or "model" not in rows[0]:
-        return None
-    return sorted({row["model"] for row in rows})
+    names = sorted({row.get("model") for row in rows} - {None, ""})
+    return names or None
 
 
 def closing_report(choice, output_dir):
@@ -119,7 +118,7 @@ def closing_report(choice, output_dir):
     from given.models import HOW_TO_GET_A_TRAINED_MODEL, RANDOM_MODEL_NAME
 
     found = models_in_results(output_dir)
-    names = ", ".join(found) if found else f"{choice.name} (results.csv has no model column)"
+    names = ", ".join(found) if found else f"{choice.name} (results.csv names no model)"
     if choice.is_random_fallback or (found and RANDOM_MODEL_NAME in found):
         return boxed(f"WARNING: every number in {output_dir} comes from a {RANDOM_MODEL_NAME}. They measure "
                      f"mechanics (sizes, latency, that every cell runs), not quality: the perplexities are "
