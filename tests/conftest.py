@@ -6,7 +6,9 @@ Conventions every test file follows (the grader relies on them):
   the given code: never graded); see ``given/manifest.py``;
 - ``@pytest.mark.points(n)`` gives the test's weight (1 when absent; its parametrized cases share it);
 - every test starts from the same seeds, so a submission gets the same score every run;
-- heavy tests carry ``@pytest.mark.slow`` and run only with ``--run-slow``.
+- heavy tests carry ``@pytest.mark.slow`` and run only with ``--run-slow``;
+- ``lessons`` tests (the lab's lessons on the trained offline model) run only with ``--run-lessons``
+  (or ``-m lessons``).
 
 What a run prints (the student's screenful):
 - a test that fails only because it reached the ``NotImplementedError("Exercise N.M: ...")`` of an
@@ -42,6 +44,8 @@ UNFINISHED_RE = re.compile(r"^Exercise (?P<number>\d+(?:\.\d+)*): ")
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", default=False,
                      help="also run tests marked slow (real-size BERT, full wikitext, the notebook)")
+    parser.addoption("--run-lessons", action="store_true", default=False,
+                     help="also run tests marked lessons (the lab's lessons on the trained offline model)")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -53,6 +57,17 @@ def pytest_collection_modifyitems(config, items):
             raise pytest.UsageError(f"{item.nodeid} carries several exercise markers: {found}")
         if not run_slow and item.get_closest_marker("slow"):
             item.add_marker(skip_slow)
+    _skip_lessons_unless_asked(config, items)
+
+
+def _skip_lessons_unless_asked(config, items):
+    """Lesson tests (minutes) run only with ``--run-lessons`` or a ``-m`` naming ``lessons``."""
+    if config.getoption("--run-lessons") or "lessons" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="lesson test (minutes, on the trained offline model): run with --run-lessons")
+    for item in items:
+        if item.get_closest_marker("lessons"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

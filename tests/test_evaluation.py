@@ -3,7 +3,9 @@
 The numbers are pinned on inputs small enough to check by hand: the mask fraction, which
 positions may be masked, token weighting of the loss, padding, byte counts of known modules.
 """
+import csv
 import importlib.util
+import io
 import math
 import subprocess
 import sys
@@ -239,8 +241,10 @@ def test_measure_gives_a_row_and_the_summary_files(tmp_path, sample_tokenizer, s
     texts = models.BUILTIN_TEXT_SAMPLE.splitlines(keepends=True)
     eval_set = ev.build_masked_eval_set(texts, sample_tokenizer, seq_len=64)
     batch = ev.make_latency_batch(eval_set, batch_size=2)
-    rows = [ev.measure(sample_bert, eval_set, batch, "FP32", repeats=2, progress=False),
-            ev.measure(sample_bert.to(torch.bfloat16), eval_set, batch, "BF16", repeats=2, progress=False)]
+    rows = [ev.measure(sample_bert, eval_set, batch, "FP32", model_name="tiny", repeats=2, progress=False),
+            ev.measure(sample_bert.to(torch.bfloat16), eval_set, batch, "BF16", model_name="tiny", repeats=2,
+                       progress=False)]
+    assert list(rows[0])[:2] == ["technique", "model"] and rows[1]["model"] == "tiny"
     assert rows[0]["dtype"].startswith("float32") and rows[1]["dtype"].startswith("bfloat16")
     int64_buffers = 2 * 512 * 8  # position_ids and token_type_ids, not cast by .to(bfloat16)
     assert rows[0]["size_mb"] * 1e6 == pytest.approx(rows[0]["params"] * 4 + int64_buffers, abs=0.5)
@@ -252,7 +256,7 @@ def test_measure_gives_a_row_and_the_summary_files(tmp_path, sample_tokenizer, s
     csv_path, json_path = ev.save_results(table, tmp_path)
     ev.plot_size_vs_perplexity(table, tmp_path / "size.png", anchor=4.0)
     ev.plot_latency(table, tmp_path / "latency.png")
-    assert csv_path.read_text().startswith("technique,")
+    assert csv_path.read_text().startswith("technique,model,")
     assert all((tmp_path / name).stat().st_size > 0 for name in ("results.json", "size.png", "latency.png"))
 
 
@@ -274,15 +278,8 @@ def test_local_wikitext_gives_the_hub_rows_and_token_count(shared_data_dir):
     assert len(ev.tokenize_stream(rows, tokenizer)) == 273_178
 
 
-def test_offline_fallback_is_loud_and_loadable(tmp_path, monkeypatch, capsys):
+def test_without_hub_and_local_wikitext_the_builtin_sample_is_loud(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(models, "_ANNOUNCED", set())  # each message is announced once per process
-    with pytest.warns(RuntimeWarning, match="SEEDED RANDOM BERT"):
-        resolved = models.resolve_model(offline=True, fallback_dir=tmp_path / "tiny")
-    assert resolved.is_random_fallback and "SEEDED RANDOM BERT" in capsys.readouterr().out
-    model = models.load_bert(resolved.path, device="cpu")
-    assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 128
-    assert models.load_tokenizer(resolved.path).mask_token_id == resolved.tokenizer.mask_token_id
-
     monkeypatch.setattr(ev, "SHARED_WIKITEXT_DIR", tmp_path / "absent")
     with pytest.warns(RuntimeWarning, match="BUILT-IN TEXT SAMPLE"):
         rows = ev.load_wikitext_texts("test", offline=True)
@@ -351,15 +348,34 @@ def test_runner_injects_parameters_after_the_parameters_cell_papermill_style():
         runner.inject_parameters(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), {"x": 2})
 
 
+def run_notebook_offline(output_dir, **environment):
+    import os
+    runner = PROJECT_ROOT / "tools" / "run_notebook.py"
+    completed = subprocess.run([sys.executable, str(runner), "--offline", "--output-dir", str(output_dir)],
+                               capture_output=True, text=True, timeout=880, env={**os.environ, **environment})
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return completed.stdout
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_notebook_runs_offline_end_to_end(tmp_path):
-    runner = PROJECT_ROOT / "tools" / "run_notebook.py"
-    completed = subprocess.run([sys.executable, str(runner), "--offline", "--output-dir", str(tmp_path)],
-                               capture_output=True, text=True, timeout=880)
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+def test_notebook_runs_offline_end_to_end_and_names_its_model(tmp_path):
+    expected = models.choose_model(offline=True)
+    out = run_notebook_offline(tmp_path)
     results = (tmp_path / "results.csv").read_text()
     assert "FP32" in results and (tmp_path / "size_vs_perplexity.png").is_file()
+    assert out.splitlines()[0] == f"Model: {expected.description}" or expected.is_random_fallback, out[:2000]
+    assert {row["model"] for row in csv.DictReader(io.StringIO(results))} == {expected.name}, results
+    assert ("WARNING: every number" in out) == expected.is_random_fallback, out[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_notebook_without_a_trained_model_says_loudly_it_measured_a_random_one(tmp_path):
+    out = run_notebook_offline(tmp_path, **{models.OFFLINE_MODEL_ENV: ""})
+    last_box = out[out.rindex("WARNING: every number"):]
+    assert models.MAKE_OFFLINE_MODEL in last_box and not out.rstrip().endswith(("png", "json", "csv")), out[-3000:]
+    assert models.RANDOM_MODEL_NAME in (tmp_path / "results.csv").read_text()
 
 
 # ================================================================================================
@@ -371,7 +387,7 @@ import pandas as pd  # noqa: E402
 import given.experiments as experiments  # noqa: E402
 import given.quantized_linear as quantized_linear  # noqa: E402
 import given.timing as timing  # noqa: E402
-from tests.helpers import SMALL_VOCAB, bert_inputs, small_bert, state_copy  # noqa: E402
+from tests.helpers import bert_inputs, small_bert, state_copy  # noqa: E402
 
 
 def test_interleaved_timing_takes_turns_and_calls_each_function_a_known_number_of_times():

@@ -1,8 +1,14 @@
 """Execute the lab notebook headless, with parameters, and keep everything it produced.
 
-    python tools/run_notebook.py                     # hub if reachable, else the loud offline fallback
-    python tools/run_notebook.py --offline           # never contact the hub: random BERT-tiny, local data
+    python tools/run_notebook.py                     # Google's BERT from the hub if reachable, else offline
+    python tools/run_notebook.py --offline           # never contact the hub: the offline model, local data
     python tools/run_notebook.py --model PATH --data DIR --mode full -p EVAL_TOKENS=65536
+
+Which model: the one ``--model`` names; else Google's BERT from the hub; else the trained offline
+model (``$LAB5_OFFLINE_MODEL``, else ``../shared/data/bert-mini-wikitext2``); else, as a last resort,
+a seeded random BERT-tiny (``given.models.choose_model``). The terminal says which before and
+after the run, and so does the ``model`` column of the results; a run on the random model ends
+with a warning box saying how to build the offline model.
 
 Parameters are injected papermill-style (papermill is not needed): a code cell tagged
 ``injected-parameters`` is placed right after the cell tagged ``parameters`` (replacing an earlier
@@ -11,12 +17,15 @@ injected cell), so the notebook's defaults are overridden. The data path default
 
 Writes to the output folder (default ``outputs/``, git-ignored): the executed notebook
 ``<name>.executed.ipynb`` (also when a cell fails, to show where), ``results.csv``/``results.json``
-and the PNG plots written by the notebook. Exit status 0 when every cell ran, 1 when one raised.
+and the PNG plots written by the notebook. Exit status 0 when every cell ran (on the random model
+too, with the warning), 1 when one raised, 2 when the model asked for cannot be had.
 """
 import argparse
 import ast
+import csv
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -74,6 +83,50 @@ def build_parameters(args):
     return parameters
 
 
+def boxed(text, *, alarm=False, width=96):
+    """``text`` wrapped in a box of ``#`` (alarm) or ``-``; red too when alarming a terminal."""
+    lines = [line for paragraph in text.split("\n") for line in (textwrap.wrap(paragraph, width - 4, break_on_hyphens=False) or [""])]
+    edge, side = ("#", "#") if alarm else ("-", "|")
+    inner = max(len(line) for line in lines)
+    box = "\n".join([edge * (inner + 4), *(f"{side} {line:<{inner}} {side}" for line in lines), edge * (inner + 4)])
+    colour = alarm and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    return f"\033[1;31m{box}\033[0m" if colour else box
+
+
+def model_line(choice):
+    """The one line that says which model the run's numbers come from (a red box when random)."""
+    if choice.is_random_fallback:
+        from given.models import no_trained_model_message
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        return boxed(f"MODEL: {choice.name}\n{no_trained_model_message(offline)}", alarm=True)
+    return f"Model: {choice.description}"
+
+
+def models_in_results(output_dir):
+    """The distinct values of the ``model`` column of ``results.csv`` (None: no file, column or value)."""
+    path = Path(output_dir) / "results.csv"
+    if not path.is_file():
+        return None
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    names = sorted({row.get("model") for row in rows} - {None, ""})
+    return names or None
+
+
+def closing_report(choice, output_dir):
+    """The run's last words: which model the results came from; a warning box when it was random."""
+    from given.models import HOW_TO_GET_A_TRAINED_MODEL, RANDOM_MODEL_NAME
+
+    found = models_in_results(output_dir)
+    names = ", ".join(found) if found else f"{choice.name} (results.csv names no model)"
+    if choice.is_random_fallback or (found and RANDOM_MODEL_NAME in found):
+        return boxed(f"WARNING: every number in {output_dir} comes from a {RANDOM_MODEL_NAME}. They measure "
+                     f"mechanics (sizes, latency, that every cell runs), not quality: the perplexities are "
+                     f"about the vocabulary size and show none of the lab's lessons.\n"
+                     f"{HOW_TO_GET_A_TRAINED_MODEL}", alarm=True)
+    return f"Done: every cell ran. The numbers come from {names}: {choice.description}."
+
+
 def first_error(notebook):
     """``(cell index, error name, message)`` of the first cell with an error output, or None."""
     for index, cell in enumerate(notebook.cells):
@@ -90,8 +143,9 @@ def main(argv=None):
     parser.add_argument("--output-dir", default=str(PROJECT_ROOT / "outputs"),
                         help="where the executed notebook, results and plots go (default: outputs/)")
     parser.add_argument("--offline", action="store_true",
-                        help="never contact the hub (sets HF_HUB_OFFLINE=1): local paths or the random BERT-tiny")
-    parser.add_argument("--model", help="hub id or local save_pretrained folder (default: the notebook's)")
+                        help="never contact the hub (sets HF_HUB_OFFLINE=1): the offline model, local data")
+    parser.add_argument("--model", help="hub id or local save_pretrained folder (default: Google's BERT from "
+                                        "the hub, else the offline model, else a random BERT-tiny)")
     parser.add_argument("--data", help="folder with wiki.test.raw/wiki.valid.raw, or 'hub' "
                                        "(default: ../shared/data/wikitext-2-raw-v1 when present, else the hub)")
     parser.add_argument("--mode", choices=("auto", "quick", "full"), default="auto",
@@ -102,6 +156,17 @@ def main(argv=None):
     parser.add_argument("--cell-timeout", type=int, default=3600, help="seconds per cell before failing (3600)")
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel name (python3)")
     args = parser.parse_args(argv)
+    if args.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"  # the kernel inherits it: no network call at all
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+    from given.models import choose_model
+    try:
+        choice = choose_model(args.model, offline=args.offline)
+    except (FileNotFoundError, ConnectionError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(model_line(choice), flush=True)
 
     import nbformat
     from nbclient import NotebookClient
@@ -115,9 +180,6 @@ def main(argv=None):
     notebook = nbformat.read(notebook_path, as_version=4)
     parameters = build_parameters(args)
     inject_parameters(notebook, parameters)
-    if args.offline:
-        os.environ["HF_HUB_OFFLINE"] = "1"  # the kernel inherits it: no network call at all
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
 
     print(f"Running {notebook_path.name} with {parameters}", flush=True)
     client = NotebookClient(notebook, timeout=args.cell_timeout, kernel_name=args.kernel,
@@ -141,6 +203,7 @@ def main(argv=None):
     for name in ("results.csv", "results.json", "size_vs_perplexity.png", "latency.png"):
         path = output_dir / name
         print(f"  {path}" if path.is_file() else f"  (missing: {path})")
+    print(closing_report(choice, output_dir), flush=True)
     return 0
 
 
