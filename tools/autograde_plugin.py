@@ -106,7 +106,8 @@ def _make_sender(fd, secret, write=os.write, dumps=json.dumps, new_mac=hmac.new,
     def send(record):
         body = dumps(record, sort_keys=True)
         mac = new_mac(secret, body.encode(), sha256).hexdigest()
-        line = (dumps({"mac": mac, "body": body}) + "\n").encode()
+        # The leading newline ends any junk student code wrote to the pipe, so it cannot spoil this record.
+        line = ("\n" + dumps({"mac": mac, "body": body}) + "\n").encode()
         try:
             while line:  # a pipe write may be partial
                 line = line[write(fd, line):]
