@@ -36,11 +36,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--submissions", type=int, default=20)
     parser.add_argument("--exercise", default="ex1_quantization", choices=sorted(grade.EXERCISES))
+    parser.add_argument("--per-test-timeout", type=float, default=120.0,
+                        help="generous: a timeout on a busy machine would end the benchmark")
     args = parser.parse_args(argv)
     problem = grade.bwrap_problem()
     if problem:
         raise SystemExit(f"no sandbox to measure: {problem}")
-    options = grade.default_options(jobs=1)
+    options = grade.default_options(jobs=1, per_test_timeout=args.per_test_timeout,
+                                    total_timeout=20 * args.per_test_timeout)
     options._sandbox_kind = "bwrap"
     with tempfile.TemporaryDirectory(prefix="bench-grade-") as tmp:
         calibration = grade.Calibration(options, Path(tmp))

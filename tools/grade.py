@@ -779,8 +779,8 @@ class Calibration:
         graded = [t for t in all_tests if not t.get("canary")]
         rows, notes = grade_tree(self.stub_tree, reference_files, graded, options,
                                  canaries=self.canaries, known=self.known)
-        _check_canaries_fail(notes)
         self.expected = _passed_by_reference(graded, rows)
+        _check_canaries_fail(notes)
         self.exercises = sorted({t["exercise"] for t in self.expected})
         self.stub_digests = file_digests(self.stub_tree, skip=DELIVERABLES)
         self.tree_hash = digest_of(file_digests(self.stub_tree), options.pytest_args)
@@ -798,7 +798,8 @@ def _check_canaries_fail(notes):
              for name, outcome in info.get("canaries", {}).items() if outcome != "failed"}
     if wrong:
         raise SystemExit("canary tests must fail with the reference solution, these did not "
-                         f"(fix them or the grader): {wrong}")
+                         f"(fix them or the grader; 'not run': see the run's notes): {wrong}\n"
+                         f"{[info['note'] for info in notes.values() if info['note']]}")
 
 
 def _passed_by_reference(tests, rows):
