@@ -231,6 +231,10 @@ def living_processes(names):
 
 
 def sandbox_required():
+    """Fail where the grader's sandbox should work but does not (Linux: CI installs bubblewrap
+    with tools/install.sh); skip only where it cannot exist."""
+    if sys.platform != "linux":
+        pytest.skip(f"no bubblewrap sandbox on {sys.platform}: the grader runs without one")
     if grader.bwrap_problem():
         pytest.fail(f"these tests need the grader's sandbox: {grader.bwrap_problem()} "
                     "(bash tools/install.sh installs bubblewrap)")
