@@ -78,7 +78,7 @@ LINE_LIMIT = 64 * 1024           # a longer record line is dropped (and counted 
 DELIVERABLE_MAX_BYTES = 5 * MiB  # a bigger deliverable is not graded
 WALK_LIMITS = {"max_depth": 16, "max_entries": 20000}      # the graded tree (about 60 files)
 SUBMISSION_WALK_LIMITS = {"max_depth": 6, "max_entries": 2000}  # looking for near misses
-KILL_GRACE = 5.0                 # seconds past the per-test timeout before the sandbox is killed
+KILL_GRACE = 5.0                 # a test still running at 1.5 x its timeout + this is killed from outside
 EXIT_GRACE = 10.0                # seconds a run may take to exit after its last expected result
 PROCESS_LIMIT = 512              # RLIMIT_NPROC in the sandbox (threads count too)
 FILE_SIZE_LIMIT = 1 * GiB        # RLIMIT_FSIZE: the largest file a test process may write
@@ -478,8 +478,8 @@ def cpu_seconds_limit(total_timeout):
 def run_pytest(args, tree, options, mode="run", expected=(), deadline=None):
     """Run pytest with the plugin on ``tree``, sandboxed (``sandbox_kind``), in a new process
     group, and supervise it from outside: killed at ``deadline`` (default: the total timeout),
-    when one test runs longer than the per-test timeout plus ``KILL_GRACE`` (whatever the test
-    does with signals), or ``EXIT_GRACE`` after every test of ``expected`` reported.
+    when one test runs longer than ``kill_after(per-test timeout)`` (whatever the test does with
+    signals), or ``EXIT_GRACE`` after every test of ``expected`` reported.
 
     The plugin reports through a pipe this process opened, signing each record with a secret it
     reads from a second pipe at start-up (before any student code is imported). A fresh seed is
@@ -516,7 +516,7 @@ def run_pytest(args, tree, options, mode="run", expected=(), deadline=None):
         reader.start()
     try:
         ended, culprit = _supervise(process, channel, set(expected), deadline,
-                                    options.per_test_timeout + KILL_GRACE)
+                                    kill_after(options.per_test_timeout))
     finally:
         _kill_group(process)
         for reader in readers:
@@ -528,6 +528,12 @@ def run_pytest(args, tree, options, mode="run", expected=(), deadline=None):
                output=readers[1].data().decode(errors="replace")[-2000:], records=channel.records,
                ended=ended, culprit=culprit, unsigned_lines=channel.unsigned_lines,
                overflow=readers[0].overflow, seed=seed)
+
+
+def kill_after(per_test_timeout):
+    """Seconds after which a test that has not reported is killed from outside: half its own
+    timeout more (its in-process timeout and report come first on a busy machine), plus 5 s."""
+    return 1.5 * per_test_timeout + KILL_GRACE
 
 
 def _supervise(process, channel, expected, deadline, per_test_limit):
@@ -575,23 +581,26 @@ def results_from_records(records):
     return results
 
 
-def channel_flags(run, known):
-    """What a run's channel shows of in-process cheating: unsigned lines, signed results for
-    tests that do not exist (the secret was read), a test reported twice, a flood."""
+def channel_flags(runs, known):
+    """What the runs of one exercise show on their channels of in-process cheating: unsigned
+    lines, signed results for tests that do not exist (the secret was read), a test reported
+    twice in one run, a flood."""
     flags = []
-    if run.unsigned_lines:
-        flags.append(f"{run.unsigned_lines} lines on the report channel were not signed by this run "
-                     "(forged records?)")
-    reported = [r["nodeid"] for r in run.records if "outcome" in r and "nodeid" in r]
-    unknown = sorted({str(n) for n in reported} - known)
+    unsigned = sum(run.unsigned_lines for run in runs)
+    if unsigned:
+        flags.append(f"{unsigned} lines on the report channel were not signed by the run (forged "
+                     "records?)")
+    reported = [[r["nodeid"] for r in run.records if "outcome" in r and "nodeid" in r] for run in runs]
+    unknown = sorted({str(n) for names in reported for n in names} - known)
     if unknown:
         flags.append(f"signed results for {len(unknown)} tests that do not exist (e.g. "
                      f"{unknown[0][:80]!r}): the run's secret was read")
-    twice = sorted({n for n in reported if reported.count(n) > 1})
+    twice = sorted({str(n) for names in reported for n in names if names.count(n) > 1})
     if twice:
-        flags.append(f"{len(twice)} tests reported more than once (e.g. {str(twice[0])[:80]!r})")
-    if run.overflow:
-        flags.append(f"flooded its report channel ({run.overflow} bytes over the cap, dropped)")
+        flags.append(f"{len(twice)} tests reported more than once (e.g. {twice[0][:80]!r})")
+    overflow = sum(run.overflow for run in runs)
+    if overflow:
+        flags.append(f"flooded its report channel ({overflow} bytes over the cap, dropped)")
     return flags
 
 
@@ -611,13 +620,12 @@ def run_exercise(tree, exercise, tests, options, known=frozenset()):
     deadline = time.monotonic() + options.total_timeout
     args = [*ordered_files(tests), "-m", exercise, "--continue-on-collection-errors"]
     pending = [t["nodeid"] for t in tests]
-    results, records, runs, charged, flags = {}, [], [], [], []
+    results, records, runs, charged = {}, [], [], []
     while pending:
         run = run_pytest([*args, *options.pytest_args], tree, options, expected=pending,
                          deadline=deadline)
         runs.append(run)
         records += run.records
-        flags += channel_flags(run, known | set(pending))
         results.update(results_from_records(run.records))
         if run.culprit in pending and run.culprit not in results and run.ended in ("hung test", "exited"):
             results[run.culprit] = _charged_outcome(run, options)
@@ -626,6 +634,7 @@ def run_exercise(tree, exercise, tests, options, known=frozenset()):
         if not remaining or len(remaining) == len(pending) or run.ended == "total timeout":
             break
         pending, args = remaining, [*ordered_node_ids(tests, remaining), "-m", exercise]
+    flags = channel_flags(runs, set(known) | {t["nodeid"] for t in tests})
     return results, _exercise_info(runs, records, charged, flags, options)
 
 
@@ -639,7 +648,7 @@ def ordered_node_ids(tests, nodeids):
 
 def _charged_outcome(run, options):
     if run.ended == "hung test":
-        return ("timeout", f"killed from outside after {options.per_test_timeout + KILL_GRACE:g} s "
+        return ("timeout", f"killed from outside after {kill_after(options.per_test_timeout):g} s "
                            "without a result (the test did not stop at its timeout)")
     return ("crashed", f"the test process died during this test (exit code {run.code})")
 
@@ -1110,7 +1119,7 @@ def build_parser():
     parser.add_argument("--per-test-timeout", type=float, default=20.0,
                         help="seconds one test may run before it fails (default 20; the "
                              "reference solution's slowest test takes about 1 s); a test still "
-                             f"running {KILL_GRACE:g} s later is killed from outside")
+                             f"running at 1.5 times it plus {KILL_GRACE:g} s is killed from outside")
     parser.add_argument("--total-timeout", type=float, default=300.0,
                         help="seconds one exercise's runs may take in all (default 300)")
     parser.add_argument("--memory-limit", type=float, default=8.0,
