@@ -633,7 +633,8 @@ def run_exercise(tree, exercise, tests, options, known=frozenset()):
         remaining = [n for n in pending if n not in results]
         if not remaining or len(remaining) == len(pending) or run.ended == "total timeout":
             break
-        pending, args = remaining, [*ordered_node_ids(tests, remaining), "-m", exercise]
+        pending = remaining
+        args = [*ordered_node_ids(tests, remaining), "-m", exercise, "--continue-on-collection-errors"]
     flags = channel_flags(runs, set(known) | {t["nodeid"] for t in tests})
     return results, _exercise_info(runs, records, charged, flags, options)
 
