@@ -7,8 +7,9 @@ misbehaves inside ``fp16_quantize`` must score exactly what ``partial`` scores, 
 that misbehaves at import must score 0.
 
 The second half (issue 11, "grading that no submission can bend") holds the attacks that
-reached outside their own run, defeated the timeouts, or cheated in-process; ``EXPECTED``
-says what each must score or show.
+reached outside their own run, defeated the timeouts, or cheated in-process; the tuples at the
+end (``SCORES_ZERO``, ``SCORES_PARTIAL``, ``AT_MOST_PARTIAL``, ``LOSES_ONE_TEST``, ``FLAGGED``)
+say what each must score or show.
 """
 import textwrap
 
