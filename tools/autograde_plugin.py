@@ -4,7 +4,9 @@ The grader runs untrusted student code in the same interpreter as this plugin, s
 sets everything up at *import time*, before any student module can be imported (student
 modules are imported while test files are collected, long after ``-p`` plugins load):
 
-- it applies the memory limit ``$AUTOGRADE_MEMORY_LIMIT`` (bytes of address space, RLIMIT_AS);
+- it applies the memory limit ``$AUTOGRADE_MEMORY_LIMIT`` (bytes of address space, RLIMIT_AS),
+  and where given ``$AUTOGRADE_FILE_SIZE_LIMIT`` (RLIMIT_FSIZE) and ``$AUTOGRADE_PROCESS_LIMIT``
+  (RLIMIT_NPROC);
 - it makes sure no test process outlives the grader: the kernel kills it when the grader dies
   (Linux ``PR_SET_PDEATHSIG``), and ``$AUTOGRADE_CPU_LIMIT`` seconds of CPU time (RLIMIT_CPU,
   inherited by anything it forks) end it even if it escaped its process group;
@@ -18,8 +20,15 @@ call and teardown of each test sees the test's exception itself, so a submission
 ``TestReport``, ``CallInfo`` or the reporting hooks cannot turn a failure into a pass. Every
 record is one JSON line with an HMAC of its content, written to the pipe as soon as the test
 finishes (a crash later keeps what was graded before); the parent drops any line without a
-valid MAC. With ``collect`` mode (``$AUTOGRADE_MODE=collect``) it reports the collected tests
-(name, exercise, points, file) instead of running them.
+valid MAC. A ``start`` record goes out when each test's setup begins: the grader kills a run
+whose running test outlives the per-test timeout, from outside, and charges that test alone.
+With ``collect`` mode (``$AUTOGRADE_MODE=collect``) it reports the collected tests (name,
+exercise, points, file, whether it is a ``canary``: a test that must fail) instead of running
+them.
+
+Nothing here can stop code in the same interpreter from patching this module (e.g. reading the
+secret from ``_send``'s closure): the grader makes such cheating *visible* with canary tests and
+hidden tests on fresh inputs, and confines it to the run's own sandbox.
 """
 import functools
 import hashlib
@@ -42,14 +51,25 @@ def _take_env(name):
     return os.environ.pop(name, None)
 
 
+def _apply_limit(which, soft, hard=None):
+    """Set rlimit ``which`` (never above the hard limit inherited); a no-op without a value."""
+    if not soft:
+        return
+    soft = int(soft)
+    hard = soft if hard is None else int(hard)
+    _, inherited = resource.getrlimit(which)
+    if inherited != resource.RLIM_INFINITY:
+        soft, hard = min(soft, inherited), min(hard, inherited)
+    resource.setrlimit(which, (soft, hard))
+
+
 def _apply_memory_limit(limit):
-    if limit:
-        resource.setrlimit(resource.RLIMIT_AS, (int(limit), int(limit)))
+    _apply_limit(resource.RLIMIT_AS, limit)
 
 
 def _apply_cpu_limit(seconds):
     if seconds:
-        resource.setrlimit(resource.RLIMIT_CPU, (int(seconds), int(seconds) + 5))
+        _apply_limit(resource.RLIMIT_CPU, seconds, int(seconds) + 5)
 
 
 def _die_with_parent():
@@ -86,7 +106,8 @@ def _make_sender(fd, secret, write=os.write, dumps=json.dumps, new_mac=hmac.new,
     def send(record):
         body = dumps(record, sort_keys=True)
         mac = new_mac(secret, body.encode(), sha256).hexdigest()
-        line = (dumps({"mac": mac, "body": body}) + "\n").encode()
+        # The leading newline ends any junk student code wrote to the pipe, so it cannot spoil this record.
+        line = ("\n" + dumps({"mac": mac, "body": body}) + "\n").encode()
         try:
             while line:  # a pipe write may be partial
                 line = line[write(fd, line):]
@@ -97,6 +118,8 @@ def _make_sender(fd, secret, write=os.write, dumps=json.dumps, new_mac=hmac.new,
 
 _apply_memory_limit(_take_env("AUTOGRADE_MEMORY_LIMIT"))
 _apply_cpu_limit(_take_env("AUTOGRADE_CPU_LIMIT"))
+_apply_limit(resource.RLIMIT_FSIZE, _take_env("AUTOGRADE_FILE_SIZE_LIMIT"))
+_apply_limit(resource.RLIMIT_NPROC, _take_env("AUTOGRADE_PROCESS_LIMIT"))
 if _take_env("AUTOGRADE_DIE_WITH_PARENT"):
     _die_with_parent()
 _MODE = _take_env("AUTOGRADE_MODE") or "run"
@@ -131,7 +154,8 @@ def _report_collected(items):
         cases[_function_of(item)] = cases.get(_function_of(item), 0) + 1
     for item in items:
         _send({"nodeid": item.nodeid, "exercise": _exercise_of(item),
-               "points": _points_of(item, cases), "file": item.location[0]})
+               "points": _points_of(item, cases), "file": item.location[0],
+               "canary": item.get_closest_marker("canary") is not None})
 
 
 def pytest_collection_finish(session):
@@ -190,6 +214,8 @@ def _observe(item, phase):
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_setup(item):
+    if _MODE == "run":
+        _send({"start": item.nodeid})  # the grader's watchdog times the test from here
     return (yield from _observe(item, "setup"))
 
 
