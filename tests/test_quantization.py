@@ -410,8 +410,10 @@ def test_mixed_precision_with_a_quantized_weight_edge_cases():
     assert mixed_precision_forward(torch.empty(0, 64), w_q).shape == (0, 32)
     x = torch.randn(3, 64)
     every_column = mixed_precision_forward(x, w_q, threshold=1e-6)
-    torch.testing.assert_close(every_column, x.half().float() @ w_q.dequantize().half().float(),
-                               msg="every column an outlier: the fp16 product with the dequantized weight")
+    alpha = 127 / w.abs().amax(dim=0, keepdim=True)  # the int8 weight, restated independently
+    w_int8 = torch.round(w * alpha).clamp(-127, 127) / alpha
+    torch.testing.assert_close(every_column, x.half().float() @ w_int8.half().float(),
+                               msg="every column an outlier: the fp16 product with the dequantized int8 weight")
 
 
 def llm_with_outlier_features(seed=0):
