@@ -800,7 +800,7 @@ class Calibration:
     def points(self, public_only=False):
         """Maximum points per exercise (of the public tests only, with ``public_only``)."""
         tests = [t for t in self.expected if not (public_only and t["file"].startswith(HIDDEN_TESTS))]
-        return {e: sum(t["points"] for t in tests if t["exercise"] == e) for e in self.exercises}
+        return {e: round(sum(t["points"] for t in tests if t["exercise"] == e), 6) for e in self.exercises}
 
 
 def _check_canaries_fail(notes):
