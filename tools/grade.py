@@ -800,7 +800,7 @@ class Calibration:
     def points(self, public_only=False):
         """Maximum points per exercise (of the public tests only, with ``public_only``)."""
         tests = [t for t in self.expected if not (public_only and t["file"].startswith(HIDDEN_TESTS))]
-        return {e: round(sum(t["points"] for t in tests if t["exercise"] == e), 6) for e in self.exercises}
+        return {e: points_sum(t["points"] for t in tests if t["exercise"] == e) for e in self.exercises}
 
 
 def _check_canaries_fail(notes):
@@ -934,14 +934,20 @@ def error_report(name, reason, calibration, options):
         "sandbox": sandbox_kind(options)}, flags=[f"error: {reason}"])
 
 
+def points_sum(points):
+    """A sum of points, rounded to 6 decimals: a parametrized test's points are shared by its
+    cases (1/3 each, say), and their float sum must still read 38, not 37.99999999999999."""
+    return round(sum(points), 6)
+
+
 def make_report(name, rows, notes, exercises, extra=None, flags=()):
     return {
         "submission": name,
         **(extra or {}),
-        "points": {e: sum(r["earned"] for r in rows if r["exercise"] == e) for e in exercises},
-        "max_points": {e: sum(r["points"] for r in rows if r["exercise"] == e) for e in exercises},
-        "total": sum(r["earned"] for r in rows),
-        "max_total": sum(r["points"] for r in rows),
+        "points": {e: points_sum(r["earned"] for r in rows if r["exercise"] == e) for e in exercises},
+        "max_points": {e: points_sum(r["points"] for r in rows if r["exercise"] == e) for e in exercises},
+        "total": points_sum(r["earned"] for r in rows),
+        "max_total": points_sum(r["points"] for r in rows),
         "flags": list(dict.fromkeys(flags)),
         "notes": {e: n["note"] for e, n in notes.items() if n["note"]},
         "tampered": {e: n["tampered"] for e, n in notes.items() if n.get("tampered")},
