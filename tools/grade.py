@@ -1269,6 +1269,23 @@ def instructor_tree_digests(out):
     return {k: v for k, v in digests.items() if k != inside and not k.startswith(inside + "/")}
 
 
+def peak_memory_mib():
+    """The grader's own peak resident memory in MiB: ``VmHWM``, the high-water mark of this
+    process's address space (Linux).
+
+    Not ``ru_maxrss``: Linux carries it over ``exec``, so a grader started from a pytest process
+    that had imported torch reported that process's ~900 MiB before grading anything. Elsewhere
+    (no ``/proc``) ``ru_maxrss`` is the best there is (KiB on Linux, bytes on macOS).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // (MiB if sys.platform == "darwin" else 1024)
+
+
 def main(argv=None):
     options = parse_args(argv)
     if options.self_mode:
@@ -1288,7 +1305,7 @@ def main(argv=None):
     print_summary([r for r in reports if r["submission"] in names], calibration.exercises)
     write_csv(reports, calibration.exercises, options.out / "grades.csv")
     print(f"\nreports: {options.out}/<submission>.json, {options.out / 'grades.csv'}")
-    print(f"grader peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB")
+    print(f"grader peak memory: {peak_memory_mib()} MiB")
     changed = tampered_files(instructor_before, instructor_tree_digests(options.out))
     if changed:
         print(f"*** WARNING: the instructor tree changed while grading: {changed[:10]} ***",
