@@ -504,22 +504,36 @@ def _save(fig, path):
     return fig
 
 
-def _spread_markers(ax, points, *, spacing=20):
+def _spread_markers(ax, points, *, spacing=20, baseline=None):
     """Offsets in points that keep numbered markers at least ``spacing`` points apart: a marker
-    that would overlap one already placed moves out along a spiral (and gets a leader line)."""
+    that would overlap one already placed moves out along a spiral (and gets a leader line).
+
+    With ``baseline`` (x, y in data units), a moved marker stays on its true side of the
+    baseline's vertical and horizontal lines, no nearer to them than its true point (or than
+    half a marker): a marker never appears to beat the baseline when it does not. A marker that
+    finds no such place stays on its true point."""
     to_points = 72.0 / ax.figure.dpi
     box = ax.get_window_extent()
     left, bottom, right, top = (v * to_points for v in (box.x0, box.y0, box.x1, box.y1))
     margin = spacing / 2
+    lines = None if baseline is None else [c * to_points for c in ax.transData.transform(baseline)]
+
+    def keeps_side(true, moved, line):
+        return true == line or (moved - line) * math.copysign(1, true - line) >= min(margin, abs(true - line))
+
     placed, offsets = [], []
     for x, y in points:
         px, py = (coordinate * to_points for coordinate in ax.transData.transform((x, y)))
         for step in range(400):
             angle, radius = 2.4 * step, 0.0 if step == 0 else spacing * (0.8 + 0.25 * step ** 0.5)
             dx, dy = radius * math.cos(angle), radius * math.sin(angle)
-            inside = step == 0 or (left + margin <= px + dx <= right - margin and bottom + margin <= py + dy <= top - margin)
-            if inside and all(math.hypot(px + dx - qx, py + dy - qy) >= spacing for qx, qy in placed):
+            allowed = step == 0 or (left + margin <= px + dx <= right - margin and bottom + margin <= py + dy <= top - margin
+                                    and (lines is None or (keeps_side(px, px + dx, lines[0])
+                                                           and keeps_side(py, py + dy, lines[1]))))
+            if allowed and all(math.hypot(px + dx - qx, py + dy - qy) >= spacing for qx, qy in placed):
                 break
+        else:
+            dx, dy = 0.0, 0.0
         placed.append((px + dx, py + dy))
         offsets.append((dx, dy))
     return offsets
@@ -547,7 +561,9 @@ def plot_size_vs_perplexity(table, path=None, *, anchor=None, baseline="FP32", m
     key.axis("off")
     fig.tight_layout()
     fig.canvas.draw()  # fixes the layout and the axes' transform, so markers can be placed apart in points
-    for (number, is_base, x, y), (dx, dy) in zip(points, _spread_markers(ax, [(p[2], p[3]) for p in points])):
+    base_point = (table.loc[baseline, "size_mb"], table.loc[baseline, "perplexity"]) if baseline in table.index else None
+    offsets = _spread_markers(ax, [(p[2], p[3]) for p in points], baseline=base_point)
+    for (number, is_base, x, y), (dx, dy) in zip(points, offsets):
         ax.scatter(x, y, s=10, color="black", zorder=3)  # the true position, under its number
         ax.annotate(str(number), (x, y), xytext=(dx, dy), textcoords="offset points", ha="center", va="center",
                     fontsize=7.5, color="white", fontweight="bold", zorder=4,

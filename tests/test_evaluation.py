@@ -503,6 +503,23 @@ def test_size_plot_numbers_every_point_without_overlap_and_plain_log_ticks(tmp_p
     assert any(line.get_ydata()[0] == 20.0 for line in ax.lines), "FP32's perplexity drawn as a reference line"
 
 
+def test_a_moved_marker_stays_on_its_side_of_the_fp32_lines():
+    """A crowd on FP32's perplexity line pushes markers aside; one that is worse than FP32 must
+    not be pushed below the line (it would read as better)."""
+    import matplotlib
+    matplotlib.use("Agg")
+
+    crowd = [(f"same {i}", 10.0, 20.0) for i in range(4)] + [(f"up {i}", 10.0, 20.6 + 0.01 * i) for i in range(6)]
+    rows = [{"technique": name, "device": "cpu", "size_mb": size, "perplexity": perplexity}
+            for name, size, perplexity in [("FP32", 10.0, 20.0), *crowd, ("worse", 10.0, 20.6)]]
+    fig = ev.plot_size_vs_perplexity(ev.results_table(rows))
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    marker = next(t for t in ax.texts if t.get_text() == "12").get_bbox_patch().get_window_extent()
+    line_y = ax.transData.transform((10.0, 20.0))[1]
+    assert marker.y0 > line_y, "the marker of a worse model drawn on or under FP32's line"
+
+
 def test_axes_do_not_magnify_noise(tmp_path):
     import matplotlib
     matplotlib.use("Agg")
