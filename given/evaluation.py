@@ -561,8 +561,9 @@ def plot_size_vs_perplexity(table, path=None, *, anchor=None, baseline="FP32", m
     key.axis("off")
     fig.tight_layout()
     fig.canvas.draw()  # fixes the layout and the axes' transform, so markers can be placed apart in points
-    base_point = (table.loc[baseline, "size_mb"], table.loc[baseline, "perplexity"]) if baseline in table.index else None
-    offsets = _spread_markers(ax, [(p[2], p[3]) for p in points], baseline=base_point)
+    base = table.loc[baseline] if baseline in table.index else None
+    offsets = _spread_markers(ax, [(p[2], p[3]) for p in points],
+                              baseline=None if base is None else (base["size_mb"], base["perplexity"]))
     for (number, is_base, x, y), (dx, dy) in zip(points, offsets):
         ax.scatter(x, y, s=10, color="black", zorder=3)  # the true position, under its number
         ax.annotate(str(number), (x, y), xytext=(dx, dy), textcoords="offset points", ha="center", va="center",
@@ -570,8 +571,7 @@ def plot_size_vs_perplexity(table, path=None, *, anchor=None, baseline="FP32", m
                     bbox=dict(boxstyle="circle,pad=0.3", fc="tab:orange" if is_base else "tab:blue",
                               ec="black", lw=0.5, alpha=0.9),
                     arrowprops=dict(arrowstyle="-", color="gray", lw=0.6) if (dx, dy) != (0, 0) else None)
-    if baseline in table.index:
-        base = table.loc[baseline]
+    if base is not None:
         ax.axhline(base["perplexity"], linestyle="--", color="tab:orange", linewidth=1,
                    label=f"{baseline}: perplexity {base['perplexity']:,.2f}")
         ax.axvline(base["size_mb"], linestyle="--", color="tab:orange", linewidth=1, alpha=0.6,
