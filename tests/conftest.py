@@ -5,7 +5,13 @@ Conventions every test file follows (the grader relies on them):
   (``ex1_quantization``, ``ex2_pruning``, ``ex3_distillation``: graded) or ``given_code`` (tests of
   the given code: never graded); see ``given/manifest.py``;
 - ``@pytest.mark.points(n)`` gives the test's weight (1 when absent; its parametrized cases share it);
-- every test starts from the same seeds, so a submission gets the same score every run;
+- every test starts from the seeds of ``run_seed()`` (tests/helpers.py): 0 when you run them, so a
+  submission gets the same result every run; a fresh seed for every grading run, so that graded
+  points rest on inputs nobody has seen;
+- a hand-worked example on fixed inputs carries ``@pytest.mark.worked_example`` and no points: a
+  twin of the same contract on the run's seeded inputs carries them (answers recorded from the
+  public tests earn nothing);
+- property tests draw their inputs with hypothesis (``tests/properties.py``), seeded the same way;
 - heavy tests carry ``@pytest.mark.slow`` and run only with ``--run-slow``;
 - ``lessons`` tests (the lab's lessons on the trained offline model) run only with ``--run-lessons``
   (or ``-m lessons``).
@@ -34,6 +40,7 @@ if _ROOT not in sys.path:  # tests import the modules flat: `from quantization i
 
 from given.manifest import EXERCISES, SHARED_DATA_DIR, TEST_MARKERS  # noqa: E402
 from given.quiet import quiet_known_noise  # noqa: E402
+from tests.helpers import run_seed  # noqa: E402
 
 quiet_known_noise()
 
@@ -57,7 +64,16 @@ def pytest_collection_modifyitems(config, items):
             raise pytest.UsageError(f"{item.nodeid} carries several exercise markers: {found}")
         if not run_slow and item.get_closest_marker("slow"):
             item.add_marker(skip_slow)
+        _check_worked_example(item)
     _skip_lessons_unless_asked(config, items)
+
+
+def _check_worked_example(item):
+    """A worked example (fixed inputs anyone can record) must be worth no points."""
+    points = item.get_closest_marker("points")
+    if item.get_closest_marker("worked_example") and not (points and points.args and points.args[0] == 0):
+        raise pytest.UsageError(f"{item.nodeid} is a worked_example: it must carry "
+                                "@pytest.mark.points(0), and a twin on seeded inputs the points")
 
 
 def _skip_lessons_unless_asked(config, items):
@@ -72,10 +88,12 @@ def _skip_lessons_unless_asked(config, items):
 
 @pytest.fixture(autouse=True)
 def _seed_everything():
-    """Same seeds before every test: same submission, same score, every run."""
-    random.seed(0)
-    np.random.seed(0)
-    torch.manual_seed(0)
+    """The run's seeds before every test (``run_seed()``): 0 when you run the tests, so the same
+    submission gets the same result every run; fresh for every grading run."""
+    seed = run_seed()
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
     yield
 
 
@@ -94,7 +112,7 @@ def tiny_bert():
     Function-scoped: every test gets its own fresh copy, so no test can leak changes into another.
     """
     from given.models import random_bert
-    return random_bert(seed=0)
+    return random_bert(seed=run_seed())
 
 
 # ---------------------------------------------------------------------------------------------
