@@ -538,9 +538,22 @@ def test_global_masks_on_ties_and_any_list(weights, fraction):
 
 @st.composite
 def weights_with_tied_rows(draw):
-    """(rows, ...) weights, 2-D to 4-D, whose rows often share one L2 norm (permuted signs)."""
+    """(rows, ...) weights, 2-D to 4-D, whose rows often share one L2 norm (permuted signs), or
+    alternate between peaked rows (one value p) and spread rows (every value s), with p just
+    above or below the spread row's L2 norm: the L1 norm, or a norm of each slice, orders them
+    the other way round."""
     shape = (draw(st.integers(1, 8)),) + tuple(draw(st.lists(st.integers(1, 4), min_size=1, max_size=3)))
     weight = draw(float_tensors(shape=shape, max_magnitude=10))
+    if draw(st.booleans()):
+        entries, spread = int(torch.Size(shape[1:]).numel()), draw(st.sampled_from([0.5, 1.0, 2.0]))
+        peak = spread * entries ** 0.5 * draw(st.sampled_from([0.9, 1.1]))
+        rows = torch.zeros(shape[0], entries)
+        for row in range(shape[0]):
+            if row % 2:
+                rows[row] = spread
+            else:
+                rows[row, draw(st.integers(0, entries - 1))] = peak
+        weight = rows.reshape(shape)
     if draw(st.booleans()) and shape[0] > 1:
         row = weight[0].flatten()
         for i in range(1, shape[0]):
