@@ -304,3 +304,29 @@ def around_line(table):
 def outlier_columns_count(x, threshold):
     """How many columns of ``x`` hold a value with ``|x| >= threshold`` (the given restatement)."""
     return 0 if not threshold else int((x.abs().amax(dim=0) >= threshold).sum())
+
+
+def breakdown_summary(table):
+    """What a ``time_breakdown`` table measured, in sentences that quote it (for the notebook).
+
+    Each time is compared with the float32 matmul of the same run, round by round: "faster" or
+    "slower" only when the quartiles of the per-round ratio are both below or both above 1.
+    """
+    def compared(label):
+        row = table.loc[label]
+        if row["q3 x"] < 1:
+            verdict = "faster than it"
+        elif row["q1 x"] > 1:
+            verdict = "slower than it"
+        else:
+            verdict = "not distinguishable from it (the spread includes 1.00)"
+        return (f"{row['x fp32 matmul']:.2f}x the float32 matmul's time [IQR {row['q1 x']:.2f}-"
+                f"{row['q3 x']:.2f}]: {verdict}")
+
+    steps = table["% of steps"].dropna()
+    return "\n".join([
+        f"On this machine the int8 GEMM alone (step 4) takes {compared(GEMM_STEP)}.",
+        f"Your whole mixed_precision_forward takes {compared(WHOLE_CALL)}.",
+        around_line(table) + ".",
+        f"The largest step is {steps.idxmax()!r}: {steps.max():.0f}% of the steps' summed time.",
+    ])

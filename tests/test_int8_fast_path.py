@@ -185,3 +185,43 @@ def test_time_breakdown_reports_the_work_around_the_gemm(lab_functions, capsys):
     assert table.loc[quantized_linear.FP32_MATMUL, "x fp32 matmul"] == 1.0
     assert abs(around["median ms"]) <= whole["q3 ms"] + gemm["q3 ms"]  # a difference of two timings
     assert "2 outlier columns" in table.index.name
+
+
+def test_breakdown_summary_says_faster_or_slower_only_when_the_spread_does():
+    import pandas as pd
+    labels = ["1. a", "2. b", "3. c", quantized_linear.GEMM_STEP, "5. d", "6. e", quantized_linear.WHOLE_CALL,
+              quantized_linear.FP32_MATMUL, quantized_linear.AROUND_THE_GEMM]
+    ratios = [0.01, 0.02, 0.03, 0.3, 0.1, 0.04, 0.55, 1.0, 0.25]
+    table = pd.DataFrame({"x fp32 matmul": ratios, "q1 x": [r * 0.9 for r in ratios],
+                          "q3 x": [r * 1.1 for r in ratios],
+                          "% of steps": [2, 4, 6, 60, 20, 8, None, None, None]}, index=labels)
+    table.loc[quantized_linear.WHOLE_CALL, ["x fp32 matmul", "q1 x", "q3 x"]] = [1.05, 0.95, 1.2]
+    lines = quantized_linear.breakdown_summary(table).splitlines()
+    assert "0.30x the float32 matmul's time [IQR 0.27-0.33]: faster than it" in lines[0]
+    assert "1.05x" in lines[1] and "not distinguishable" in lines[1] and "faster" not in lines[1]
+    assert lines[2].startswith("around the int8 GEMM: 0.25 x fp32 [IQR 0.23-0.28]")
+    assert quantized_linear.GEMM_STEP in lines[3] and "60%" in lines[3]
+    table.loc[quantized_linear.GEMM_STEP, ["q1 x", "q3 x"]] = [1.01, 1.5]
+    assert "slower than it" in quantized_linear.breakdown_summary(table).splitlines()[0]
+
+
+def test_speed_findings_claim_only_what_the_spread_shows():
+    import pandas as pd
+
+    from given.evaluation import speed_findings
+    table = pd.DataFrame({"x_faster": [1.0, 2.5, 1.1, 0.6, float("nan")],
+                          "x_faster_q1": [1.0, 2.2, 0.9, 0.5, float("nan")],
+                          "x_faster_q3": [1.0, 2.8, 1.3, 0.7, float("nan")],
+                          "x_smaller": [1.0, 2.0, 3.6, 3.6, 8.0]},
+                         index=["FP32", "BF16", "Ex1 int8", "bnb int8", "Ex1 1bit"])
+    lines = speed_findings(table).splitlines()
+    assert lines[0] == "Measurably faster than FP32 on this machine: BF16 2.50 (2.20-2.80)."
+    assert lines[1] == "Measurably slower: bnb int8 0.60 (0.50-0.70)."
+    assert lines[2].endswith(": Ex1 int8.") and "1bit" not in "".join(lines)
+    assert lines[3] == "Fastest measured: BF16, 2.50x FP32's speed."
+    assert "Ex1 int8: 3.6x smaller" in lines[4] and lines[4].endswith("memory only.")
+    table.loc["Ex1 int8", ["x_faster", "x_faster_q1", "x_faster_q3"]] = [3.0, 2.9, 3.1]
+    lines = speed_findings(table).splitlines()
+    assert lines[3] == "Fastest measured: Ex1 int8, 3.00x FP32's speed." and lines[4].endswith("memory and speed.")
+    slow_only = table.loc[["FP32", "bnb int8"]]
+    assert "No row is measurably faster than FP32 here." in speed_findings(slow_only)
