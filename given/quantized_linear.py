@@ -264,7 +264,7 @@ def time_breakdown(tokens=2048, in_features=768, out_features=3072, outlier_feat
     """
     import pandas as pd
 
-    from quantization import mixed_precision_forward
+    from quantization import mixed_precision_forward, outlier_columns
 
     x, weight = breakdown_data(tokens, in_features, out_features, outlier_features, seed)
     w_q = QuantizedVector(weight, "int8", dim=0)
@@ -283,7 +283,7 @@ def time_breakdown(tokens=2048, in_features=768, out_features=3072, outlier_feat
                        "% of steps": 100 * s["median"] / step_total if label in steps else float("nan"),
                        "x fp32 matmul": ratios["median"], "q1 x": ratios["q1"], "q3 x": ratios["q3"]}
     table = pd.DataFrame.from_dict(rows, orient="index")
-    outliers = int(outlier_columns_count(x, threshold))
+    outliers = int(outlier_columns(x, threshold).sum())
     table.index.name = (f"x {tokens}x{in_features} ({outliers} outlier columns) @ W "
                         f"{in_features}x{out_features}, {torch.get_num_threads()} thread(s)")
     if show:
@@ -294,16 +294,11 @@ def time_breakdown(tokens=2048, in_features=768, out_features=3072, outlier_feat
 def around_line(table):
     """The one line that sums up a ``time_breakdown`` table."""
     around = table.loc[AROUND_THE_GEMM]
-    steps_alone = sum(table.loc[label, "x fp32 matmul"] for label in table.index
-                      if label[:2] in ("1.", "2.", "3.", "5.", "6."))
+    steps = table["% of steps"].notna()  # the rows of the six steps
+    steps_alone = table.loc[steps & (table.index != GEMM_STEP), "x fp32 matmul"].sum()
     return (f"around the int8 GEMM: {around['x fp32 matmul']:.2f} x fp32 "
             f"[IQR {around['q1 x']:.2f}-{around['q3 x']:.2f}] (your whole call minus the GEMM alone; "
             f"the other steps timed alone sum to {steps_alone:.2f} x)")
-
-
-def outlier_columns_count(x, threshold):
-    """How many columns of ``x`` hold a value with ``|x| >= threshold`` (the given restatement)."""
-    return 0 if not threshold else int((x.abs().amax(dim=0) >= threshold).sum())
 
 
 def breakdown_summary(table):
