@@ -20,7 +20,10 @@ in the report with how to fix it. For each submission the grader:
    0 an exercise whose run changed any file of the instructor tree (reported as tampering);
 4. flags what in-process cheating would look like: a canary test (``canary`` marker, in
    ``tests/hidden``) that passed, signed records for tests that do not exist, unsigned lines on the
-   report channel, every public test passed but hidden tests on fresh inputs failed.
+   report channel, answers that look recorded (``fresh_input_flags``).
+
+Every run draws a fresh seed (``GRADER_FRESH_SEED``, in the report's ``fresh_seeds``) from which
+every test, public or hidden, draws its inputs: no graded point rests on inputs seen before.
 
 Submissions are graded in parallel (``--jobs``: by default as many as cores and RAM allow); each
 report is written as soon as it is done, signed with a key derived from the instructor tree, and
