@@ -26,7 +26,6 @@ reported by pytest as usual, with its full traceback.
 """
 import ast
 import random
-import re
 import sys
 import tempfile
 from pathlib import Path

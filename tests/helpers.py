@@ -28,6 +28,7 @@ def run_seed():
     value = os.environ.get(GRADER_SEED_VARIABLE, "")
     return int(value) if value.isdigit() else 0
 
+
 SMALL_VOCAB = 1000
 NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
