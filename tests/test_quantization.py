@@ -580,7 +580,7 @@ def assert_scale(scale, expected, dim, shape, task, name):
     assert tuple(scale.shape) == tuple(wanted_shape), (
         f"{task}: for a {tuple(shape)} tensor and dim={dim}, {name} must have shape "
         f"{tuple(wanted_shape)} (the reduced dimension kept, size 1), got {tuple(scale.shape)}")
-    torch.testing.assert_close(scale.double(), expected, rtol=1e-5, atol=0,
+    torch.testing.assert_close(scale.double(), expected, rtol=1e-5, atol=1e-35,
                                msg=f"{task}: {name} for dim={dim}")
 
 
