@@ -36,6 +36,7 @@ BUILD_OUTPUTS = ("__pycache__", ".pytest_cache", ".ipynb_checkpoints", ".venv", 
                  "release", "grades", "*.egg-info")
 """Names of files and folders that are made by running things, never copied or shipped."""
 
-INSTRUCTOR_ONLY = (".git", ".ci", "tests/hidden", "tests/instructor",
-                   "tools/release.py", "tools/classroom_workflow.py", "tools/make_offline_bert.py")
+INSTRUCTOR_ONLY = (".git", ".ci", "docs", "tests/hidden", "tests/instructor",
+                   "tools/release.py", "tools/classroom_workflow.py", "tools/make_offline_bert.py",
+                   "tools/gradescope.py", "tools/lms_exports.py", "tools/feedback.py")
 """Paths (relative to the project root) that the student release leaves out."""
