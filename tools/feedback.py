@@ -233,8 +233,9 @@ def fix_first(report):
     lost = lost_tests(report)
     if not lost:
         return ""
-    if lost[0].get("outcome") == "missing":
-        return safe_message(lost[0]).rstrip(".") + "."
+    missing = [r for r in lost if r.get("outcome") == "missing"]
+    if missing:  # a file to submit (or rename) comes before any task
+        return safe_message(missing[0]).rstrip(".") + "."
     first = lost[0]
     tasks = tasks_of(first)
     what = task_label(tasks, first.get("exercise"))

@@ -249,30 +249,30 @@ def grader_identity():
 
 
 def processes_of(uid):
-    """Pids of the processes whose real or effective uid is ``uid`` (from ``/proc``)."""
+    """Pids of the living processes (zombies left out) whose real or effective uid is ``uid``."""
     pids = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
-            for line in Path(entry.path, "status").read_text().splitlines():
-                if line.startswith("Uid:"):
-                    if str(uid) in line.split()[1:3]:
-                        pids.append(int(entry.name))
-                    break
+            fields = dict(line.split(":", 1) for line in Path(entry.path, "status").read_text().splitlines()
+                          if ":" in line)
         except OSError:
             continue
+        if not fields.get("State", "").strip().startswith(("Z", "X")) and \
+                str(uid) in fields.get("Uid", "").split()[:2]:
+            pids.append(int(entry.name))
     return pids
 
 
-def kill_processes_of(uid, gid):
+def kill_processes_of(uid, gid, wait=10.0):
     """Kill every process of ``uid``: a child that becomes ``uid`` sends SIGKILL to all it may
     signal (``kill(-1)``, one pass under the kernel's task-list lock, so a fork cannot race it),
-    repeated until ``/proc`` shows none. Returns how many were found the first time."""
+    repeated until ``/proc`` shows none (for at most ``wait`` seconds). Returns how many were
+    found the first time."""
     first = len(processes_of(uid))
-    for _ in range(5):
-        if not processes_of(uid):
-            break
+    deadline = time.monotonic() + wait
+    while processes_of(uid) and time.monotonic() < deadline:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child
             try:
@@ -283,7 +283,7 @@ def kill_processes_of(uid, gid):
             finally:
                 os._exit(0)
         os.waitpid(pid, 0)
-        time.sleep(0.2)
+        time.sleep(0.1)
     return first
 
 
