@@ -356,7 +356,9 @@ def results_from_report(report, problems, prechecks, notebook):
     for row in rows:
         hidden = is_hidden(row)
         output = safe_message(row)
-        if row.get("outcome") != "passed" and row.get("exercise") in precheck_of and row.get("outcome") != "missing":
+        if row.get("outcome") == "missing" and row.get("exercise") in precheck_of:
+            output = precheck_of[row["exercise"]]  # the upload's own words: copies, near misses
+        elif row.get("outcome") != "passed" and row.get("exercise") in precheck_of:
             output = f"{precheck_of[row['exercise']]}\n{output}".strip()
         tests.append({"name": f"{_exercise_short(row['exercise'])}{' (hidden, fresh inputs)' if hidden else ''}: "
                               f"{short_test_name(row)}",
@@ -376,7 +378,7 @@ def results_from_report(report, problems, prechecks, notebook):
     if fixes:
         lines += ["", "To fix in your upload:"] + [f"  - {fix}" for fix in fixes]
     notes = {e: safe_note(str(n)) for e, n in (report.get("notes") or {}).items()
-             if not str(n).endswith("was not submitted") and "was not submitted;" not in str(n)}
+             if grade.EXERCISES.get(e) not in problems}  # a missing file: said under "To fix"
     if notes:
         lines += ["", "Notes:"] + [f"  - {_exercise_short(e)}: {n}" for e, n in notes.items()]
     first = fix_first(public)

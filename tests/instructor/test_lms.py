@@ -299,6 +299,13 @@ def test_results_follow_gradescope_schema_and_hide_hidden_tests():
     assert "notebook" in results["output"]
 
 
+def test_a_missing_file_says_what_the_upload_had_instead():
+    rows = [row("tests/test_pruning.py::test_a", "ex2_pruning", 1.0, 0.0, "missing", "pruning.py was not submitted")]
+    problem = "pruning.py was not found in your upload; found 'Pruning.py', which looks like it: rename it"
+    results = gradescope.results_from_report(make_report(rows=rows), {"pruning.py": problem}, {}, False)
+    assert results["tests"][0]["output"] == problem and problem in results["output"]
+
+
 def test_nothing_to_grade_and_internal_errors_still_make_results():
     for results in (gradescope.nothing_to_grade({"pruning.py": "pruning.py was not found"}, False),
                     gradescope.could_not_grade("TimeoutExpired")):
@@ -489,11 +496,11 @@ def _forge(path):
             stream.write('{"score": 1000, "tests": []}')
     except OSError:
         pass
-_forge({results!r})
+_forge(RESULTS_PATH)
 if _os.fork() == 0:  # a daemon that keeps trying after the run
     _os.setsid()
     for _ in range(60):
-        _forge({results!r})
+        _forge(RESULTS_PATH)
         _time.sleep(0.5)
     _os._exit(0)
 '''
@@ -508,7 +515,7 @@ def test_run_autograder_on_broken_and_hostile_files(autograder, tmp_path):
     upload = tmp_path / "upload"
     upload.mkdir()
     root = Path(tempfile.mkdtemp(prefix="gs-root-hostile-", dir=tmp_path))
-    hostile = HOSTILE_PREFIX.format(results=str(root / "results" / "results.json"))
+    hostile = HOSTILE_PREFIX.replace("RESULTS_PATH", repr(str(root / "results" / "results.json")))
     (upload / "quantization.py").write_text(hostile + (ROOT / "quantization.py").read_text())
     (upload / "pruning.py").write_text((ROOT / "pruning.py").read_text() + "\ndef oops(:\n")
     (upload / "distillation.py").write_bytes("# Jos\xe9\n".encode("latin-1") + (ROOT / "distillation.py").read_bytes())
