@@ -73,8 +73,8 @@ def check_arguments(parser, options, submission_names):
     if options.scale is not None and not (math.isfinite(options.scale) and options.scale > 0):
         parser.error(f"--scale must be a positive number, not {options.scale:g}")
     if not (options.canvas or options.moodle):
-        if options.roster or options.assignment:
-            parser.error("--roster and --assignment go with --canvas or --moodle")
+        if options.roster:
+            parser.error("--roster goes with --canvas or --moodle")
         return
     if not options.assignment:
         parser.error("--canvas and --moodle need --assignment (the grade column's name)")

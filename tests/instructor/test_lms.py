@@ -518,7 +518,7 @@ def test_run_autograder_on_broken_and_hostile_files(autograder, tmp_path):
     hostile = HOSTILE_PREFIX.replace("RESULTS_PATH", repr(str(root / "results" / "results.json")))
     (upload / "quantization.py").write_text(hostile + (ROOT / "quantization.py").read_text())
     (upload / "pruning.py").write_text((ROOT / "pruning.py").read_text() + "\ndef oops(:\n")
-    (upload / "distillation.py").write_bytes("# Jos\xe9\n".encode("latin-1") + (ROOT / "distillation.py").read_bytes())
+    (upload / "distillation.py").write_bytes("AUTHOR = 'Jos\xe9'\n".encode("latin-1") + (ROOT / "distillation.py").read_bytes())
     results, _, _ = autograder(upload, root=root)
     written = (root / "results" / "results.json").read_bytes()
     assert "pruning.py has a syntax error at line" in results["output"]
