@@ -66,7 +66,9 @@ def magnitude_mask(weight, fraction):
 
     Returns:
         bool tensor of ``weight``'s shape, ``False`` at exactly ``number_to_prune(fraction,
-        weight.numel())`` positions: those of the smallest ``|w|``.
+        weight.numel())`` positions: those of the smallest ``|w|``. Where several entries tie at
+        the boundary, any of them may go, but the count stays exact: no pruned ``|w|`` is larger
+        than a kept one. ``weight`` is not modified (it may be a Parameter that requires grad).
     """
     # Hint: k = number_to_prune(fraction, weight.numel()). Flatten |weight| (detach it first), find
     # the indices of the k smallest with torch.topk(..., k, largest=False), and set those
@@ -88,15 +90,19 @@ def global_magnitude_masks(weights, fraction):
     large weights less, and the total pruned is ``number_to_prune(fraction, total entries)``.
 
     Args:
-        weights: list of tensors (any shapes, one dtype).
+        weights: list of tensors (any shapes, one dtype); an empty list gives an empty list.
         fraction: float in [0, 1].
 
     Returns:
-        list of bool masks, one per weight, each of that weight's shape.
+        list of bool masks, one per weight, each of that weight's shape. Ties are broken as
+        ``magnitude_mask`` breaks them: exactly ``number_to_prune(fraction, total entries)`` entries
+        are pruned in all, and no pruned ``|w|`` is larger than a kept one.
     """
     # Hint: global ranking is local ranking on all weights concatenated into one vector
     # (torch.cat of the flattened weights); then split the mask back (torch.split, view_as).
     # BEGIN SOLUTION Exercise 2.2: rank all layers' weights together and split the mask back
+    if not weights:
+        return []
     flat = torch.cat([weight.detach().flatten() for weight in weights])
     flat_mask = magnitude_mask(flat, fraction)
     pieces = torch.split(flat_mask, [weight.numel() for weight in weights])
@@ -159,7 +165,8 @@ def row_norm_mask(weight, fraction):
 
     Returns:
         bool tensor of ``weight``'s shape whose rows are all ``True`` or all ``False``, with
-        ``number_to_prune(fraction, out_features)`` rows ``False``: those of smallest L2 norm.
+        exactly ``number_to_prune(fraction, out_features)`` rows ``False``: those of smallest L2
+        norm (rows whose norms tie at the boundary: any of them may go, the count stays exact).
     """
     # Hint: k = number_to_prune(fraction, rows). The L2 norm of each row is
     # torch.linalg.vector_norm of the weight reshaped to (rows, -1), along dim 1. Like torch,
@@ -187,10 +194,11 @@ def nm_sparsity_mask(weight, n=2, m=4):
     Args:
         weight: tensor ``(out_features, in_features)``; ``in_features`` must be a multiple of ``m``.
             Groups are ``weight[i, m*g : m*(g+1)]``.
-        n, m: keep ``n`` of every ``m`` (``0 <= n <= m``).
+        n, m: keep ``n`` of every ``m`` (``0 <= n <= m``; ``n = 0`` keeps nothing, ``n = m`` all).
 
     Returns:
-        bool tensor of ``weight``'s shape with exactly ``n`` ``True`` in every group.
+        bool tensor of ``weight``'s shape with exactly ``n`` ``True`` in every group, at its ``n``
+        largest ``|w|`` (where magnitudes tie, any of the tied may be kept: the count stays ``n``).
     """
     if not (isinstance(n, int) and isinstance(m, int) and m >= 1 and 0 <= n <= m):
         raise ValueError(f"need integers 0 <= n <= m and m >= 1, got n={n!r}, m={m!r}")
@@ -224,8 +232,9 @@ def shrink_linear(linear, keep, dim):
             features (weight columns; the bias stays whole).
 
     Returns:
-        ``linear``, with new ``nn.Parameter`` weight (and bias) and updated
-        ``out_features``/``in_features``; the kept values are unchanged.
+        ``linear``, with new ``nn.Parameter`` weight (and bias, if it has one: a Linear without
+        bias stays without) and updated ``out_features``/``in_features``; the kept values, the
+        dtype, the device and each parameter's ``requires_grad`` are unchanged.
     """
     if not isinstance(linear, nn.Linear):
         raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")

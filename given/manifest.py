@@ -32,8 +32,8 @@ GIVEN_CODE_MARKER = "given_code"
 """Marker of the tests of given code (the notebook's measuring code, the checks): never graded."""
 TEST_MARKERS = GRADED_MARKERS + (GIVEN_CODE_MARKER,)
 
-BUILD_OUTPUTS = ("__pycache__", ".pytest_cache", ".ipynb_checkpoints", ".venv", "outputs",
-                 "release", "grades", "*.egg-info")
+BUILD_OUTPUTS = ("__pycache__", ".pytest_cache", ".hypothesis", ".ipynb_checkpoints", ".venv",
+                 "outputs", "release", "grades", "*.egg-info")
 """Names of files and folders that are made by running things, never copied or shipped."""
 
 INSTRUCTOR_ONLY = (".git", ".ci", "docs", "tests/hidden", "tests/instructor",

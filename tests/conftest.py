@@ -28,8 +28,10 @@ import ast
 import random
 import re
 import sys
+import tempfile
 from pathlib import Path
 
+import hypothesis.configuration
 import numpy as np
 import pytest
 import torch
@@ -43,6 +45,9 @@ from given.quiet import quiet_known_noise  # noqa: E402
 from tests.helpers import run_seed  # noqa: E402
 
 quiet_known_noise()
+# hypothesis keeps a cache in .hypothesis/ where it runs: keep it out of the lab's folder (and out
+# of the grader's read-only tree).
+hypothesis.configuration.set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "lab5-hypothesis")
 
 UNFINISHED_RE = re.compile(r"^Exercise (?P<number>\d+(?:\.\d+)*): ")
 """The message of a stub's ``NotImplementedError``: ``Exercise 1.2: absmax int8 dequantization``."""
@@ -70,10 +75,16 @@ def pytest_collection_modifyitems(config, items):
 
 def _check_worked_example(item):
     """A worked example (fixed inputs anyone can record) must be worth no points."""
+    worked = item.get_closest_marker("worked_example")
+    if worked is None:
+        return
     points = item.get_closest_marker("points")
-    if item.get_closest_marker("worked_example") and not (points and points.args and points.args[0] == 0):
+    twin = worked.kwargs.get("twin")
+    if not (points and points.args and points.args[0] == 0) or not hasattr(item.module, str(twin)):
         raise pytest.UsageError(f"{item.nodeid} is a worked_example: it must carry "
-                                "@pytest.mark.points(0), and a twin on seeded inputs the points")
+                                "@pytest.mark.points(0) and name its twin in the same file, a test "
+                                "of the same contract on seeded inputs that carries the points "
+                                f"(worked_example(twin='test_...')); twin={twin!r}")
 
 
 def _skip_lessons_unless_asked(config, items):
@@ -147,6 +158,15 @@ def pytest_runtest_makereport(item, call):
         report.unfinished = task
         if short_reports(item.config):
             report.longrepr = f"{task[3]}: NotImplementedError: {task[1]} ({task[2]} is not written yet)"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """No hypothesis patch files: a failing property prints its smallest example, and that is all."""
+    try:
+        return (yield)
+    finally:
+        item.__dict__.pop("_hypothesis_failing_examples", None)
 
 
 def pytest_report_teststatus(report, config):

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distillation import compute_distillation_loss, distill_model, evenly_spaced_layers, make_bert_student
-from helpers import NO_DROPOUT, changed_entries, small_bert, state_copy
+from helpers import NO_DROPOUT, changed_entries, run_seed, small_bert, state_copy
 
 pytestmark = pytest.mark.ex3_distillation
 
@@ -51,7 +51,8 @@ def assert_close(actual, expected, what, rtol=1e-5, atol=1e-6):
 # Exercise 3.1: compute_distillation_loss
 # --------------------------------------------------------------------------------------------
 
-@pytest.mark.points(1)
+@pytest.mark.worked_example(twin="test_distillation_loss_on_any_shape_mask_and_temperature")
+@pytest.mark.points(0)
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
 def test_loss_two_classes_closed_form(temperature):
     student = torch.tensor([[0.0, 0.0]])
@@ -176,7 +177,7 @@ def make_teacher():
 
     Returned in train mode, as a freshly built module is: distill_model must freeze it itself.
     """
-    torch.manual_seed(1)
+    torch.manual_seed(run_seed() + 1)
     teacher = nn.Sequential(nn.Linear(NUM_FEATURES, 32), nn.BatchNorm1d(32), nn.ReLU(),
                             nn.Dropout(0.5), nn.Linear(32, NUM_CLASSES))
     with torch.no_grad():
@@ -185,12 +186,12 @@ def make_teacher():
 
 
 def make_student():
-    torch.manual_seed(2)
+    torch.manual_seed(run_seed() + 2)
     return nn.Sequential(nn.Linear(NUM_FEATURES, 16), nn.ReLU(), nn.Linear(16, NUM_CLASSES))
 
 
 def make_batches(num_batches=4, batch_size=16):
-    generator = torch.Generator().manual_seed(3)
+    generator = torch.Generator().manual_seed(run_seed() + 3)
     rule = torch.randn(NUM_FEATURES, NUM_CLASSES, generator=generator)
     batches = []
     for _ in range(num_batches):
@@ -353,7 +354,7 @@ def masked_lm_batch():
 
 @pytest.mark.points(2)
 def test_distill_bert_with_dict_batches():
-    teacher, student = seeded_bert(seed=0, num_layers=2), seeded_bert(seed=1, num_layers=1)
+    teacher, student = seeded_bert(seed=run_seed(), num_layers=2), seeded_bert(seed=run_seed() + 1, num_layers=1)
     with torch.no_grad():  # a confident teacher: a random BERT's outputs are nearly uniform
         teacher.cls.predictions.transform.LayerNorm.weight.mul_(10.0)
     batch = masked_lm_batch()
@@ -420,7 +421,7 @@ def layer_mapped_name(name, layer_ids):
 
 @pytest.mark.points(2)
 def test_make_bert_student_copies_the_chosen_layers():
-    teacher = seeded_bert(seed=0, num_layers=4)
+    teacher = seeded_bert(seed=run_seed(), num_layers=4)
     student = make_bert_student(teacher, num_layers=2)
     assert student.config.num_hidden_layers == 2 and len(student.bert.encoder.layer) == 2, (
         "a 2-layer student of a 4-layer teacher needs 2 encoder layers")
@@ -443,7 +444,7 @@ def test_make_bert_student_copies_the_chosen_layers():
 
 @pytest.mark.points(1)
 def test_make_bert_student_default_is_an_independent_half_depth_copy():
-    teacher = seeded_bert(seed=0, num_layers=4)
+    teacher = seeded_bert(seed=run_seed(), num_layers=4)
     teacher_before = state_copy(teacher)
     student = make_bert_student(teacher)
     assert student.config.num_hidden_layers == 2, "by default the student keeps every other layer (4 -> 2)"
@@ -461,3 +462,170 @@ def test_make_bert_student_default_is_an_independent_half_depth_copy():
         for parameter in student.parameters():
             parameter.add_(1.0)
     assert not changed_entries(teacher, teacher_before), "changing the student must not change the teacher"
+
+
+# --------------------------------------------------------------------------------------------
+# The edges each contract names, on inputs drawn for this run (property tests)
+# --------------------------------------------------------------------------------------------
+
+from fractions import Fraction  # noqa: E402
+
+from hypothesis import strategies as st  # noqa: E402
+
+from tests.properties import property_test  # noqa: E402
+
+
+@st.composite
+def distillation_cases(draw):
+    """Logits (..., C) of 2 to 4 dims, sometimes float64 or non-contiguous, with a mask, the
+    reverse direction, or teacher classes ruled out (-inf, never a whole position)."""
+    shape = tuple(draw(st.lists(st.integers(1, 4), min_size=1, max_size=3))) + (draw(st.integers(2, 6)),)
+    scale = draw(st.sampled_from([0.1, 3.0, 30.0]))
+    generator = torch.Generator().manual_seed(draw(st.integers(0, 2 ** 31)))
+    student = torch.randn(shape, generator=generator) * scale
+    teacher = torch.randn(shape, generator=generator) * scale
+    if draw(st.booleans()):
+        teacher = student.clone()  # KL = 0 exactly
+    reverse = draw(st.booleans())
+    if not reverse and draw(st.booleans()):
+        ruled_out = torch.rand(shape, generator=generator) < 0.3
+        ruled_out[..., 0] = False  # every position keeps a class
+        teacher = teacher.masked_fill(ruled_out, -math.inf)
+    mask = None
+    if draw(st.booleans()):
+        mask = torch.rand(shape[:-1], generator=generator) < 0.5
+        mask.view(-1)[0] = True
+    dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+    student, teacher = student.to(dtype), teacher.to(dtype)
+    if draw(st.booleans()) and student.dim() >= 3:  # the same values in another memory layout
+        student = student.transpose(0, 1).contiguous().transpose(0, 1)
+    temperature = draw(st.one_of(st.sampled_from([0.5, 1.0, 2.5, 4.0]), st.floats(0.2, 8.0)))
+    return student, teacher, temperature, mask, reverse
+
+
+def kl_oracle(student, teacher, temperature, mask, reverse):
+    """T**2 * KL, by definition in float64, over the classes of nonzero probability of p."""
+    p_logits, q_logits = (student, teacher) if reverse else (teacher, student)
+    log_p = log_softmax_by_hand(p_logits.double(), temperature)
+    log_q = log_softmax_by_hand(q_logits.double(), temperature)
+    terms = torch.where(torch.isinf(log_p), torch.zeros((), dtype=torch.float64), log_p.exp() * (log_p - log_q))
+    per_position = terms.sum(-1)
+    return float((per_position[mask] if mask is not None else per_position).mean()) * temperature ** 2
+
+
+@pytest.mark.points(3)
+@property_test(distillation_cases())
+def test_distillation_loss_on_any_shape_mask_and_temperature(case):
+    student, teacher, temperature, mask, reverse = case
+    student_before, teacher_before = student.clone(), teacher.clone()
+    student_input = student.clone().requires_grad_()
+    teacher_input = teacher.clone().requires_grad_()  # a teacher with grads on: none may reach it
+    loss = compute_distillation_loss(student_input, teacher_input, temperature, mask=mask, reverse=reverse)
+    task = (f"Exercise 3.1 compute_distillation_loss(logits {tuple(student.shape)} {student.dtype}, "
+            f"T={temperature:g}, mask={'given' if mask is not None else None}, reverse={reverse})")
+    assert isinstance(loss, torch.Tensor) and loss.dim() == 0 and loss.dtype == torch.float32, (
+        f"{task}: a scalar float32 tensor, got {getattr(loss, 'dtype', type(loss))} of shape "
+        f"{tuple(getattr(loss, 'shape', ()))}")
+    expected = kl_oracle(student, teacher, temperature, mask, reverse)
+    value = loss.item()
+    assert math.isfinite(value), f"{task}: the loss is {value}, expected {expected:.6g}"
+    assert_close(value, expected, f"{task}: T**2 * KL({'student || teacher' if reverse else 'teacher || student'}), "
+                                 "summed over classes, mean over the counted positions", rtol=1e-4, atol=1e-5)
+    loss.backward()
+    assert teacher_input.grad is None, f"{task}: no gradient may flow into the teacher's logits"
+    assert student_input.grad is not None and bool(torch.isfinite(student_input.grad).all()), \
+        f"{task}: the student's logits get a finite gradient"
+    assert torch.equal(student, student_before) and torch.equal(teacher, teacher_before), \
+        f"{task}: the logits were modified"
+
+
+def distillation_step_reference(teacher, student, inputs, labels, temperature, alpha, lr):
+    """One SGD step written out by hand on a copy: ``(loss before the step, student after it)``."""
+    student = copy.deepcopy(student)
+    with torch.no_grad():
+        teacher_logits = teacher(inputs)
+    student_logits = student(inputs)
+    kd = kl_by_definition(teacher_logits, student_logits, temperature).mean() * temperature ** 2
+    loss = alpha * kd + (1 - alpha) * F.cross_entropy(student_logits, labels)
+    gradients = torch.autograd.grad(loss, list(student.parameters()))
+    with torch.no_grad():
+        for parameter, gradient in zip(student.parameters(), gradients):
+            parameter -= lr * gradient
+    return loss.item(), student
+
+
+@pytest.mark.points(2)
+@pytest.mark.parametrize("alpha", [0.0, 0.4, 1.0])
+def test_distillation_step_is_one_update_on_a_fresh_gradient(alpha):
+    from distillation import distillation_step
+    teacher, student = make_teacher().eval(), make_student().train()
+    inputs, labels = make_batches(num_batches=1)[0]
+    temperature, lr = 2.5, 0.1
+    expected_loss, expected_student = distillation_step_reference(teacher, student, inputs, labels,
+                                                                   temperature, alpha, lr)
+    teacher_before = state_copy(teacher)
+    for parameter in student.parameters():  # left over from an earlier batch: must not count
+        parameter.grad = torch.full_like(parameter, 5.0)
+    optimizer = torch.optim.SGD(student.parameters(), lr=lr)
+    loss = distillation_step(teacher, student, inputs, labels, None, optimizer, temperature, alpha)
+    task = f"Exercise 3.2 distillation_step(alpha={alpha}, T={temperature}, one SGD step, lr={lr})"
+    assert type(loss) is float, f"{task}: return the batch's loss as a Python float, got {type(loss).__name__}"
+    assert_close(loss, expected_loss, f"{task}: the loss before the update, "
+                                      "alpha * T**2 * KL(teacher || student) + (1 - alpha) * CE", rtol=1e-5)
+    assert_same_weights(student, expected_student,
+                        f"{task}: one step on this batch's gradient alone (optimizer.zero_grad() "
+                        "before backward: gradients left from earlier batches must not count)")
+    assert not changed_entries(teacher, teacher_before), f"{task}: the teacher must not change"
+    assert all(p.grad is None for p in teacher.parameters()), \
+        f"{task}: no gradient may reach the teacher (run it under torch.no_grad())"
+
+
+def evenly_spaced_oracle(teacher_layers, student_layers):
+    """round(i * (L - 1) / (k - 1)) with halves rounded up, in exact fractions."""
+    if student_layers == 1:
+        return [0]
+    return [math.floor(Fraction(i * (teacher_layers - 1), student_layers - 1) + Fraction(1, 2))
+            for i in range(student_layers)]
+
+
+@st.composite
+def layer_counts(draw):
+    teacher_layers = draw(st.one_of(st.integers(1, 40), st.integers(1, 10 ** 6)))
+    return teacher_layers, draw(st.integers(1, min(teacher_layers, 40)))
+
+
+@pytest.mark.points(2)
+@property_test(layer_counts(), max_examples=150)
+def test_evenly_spaced_layers_rounds_halves_up_for_any_depth(counts):
+    teacher_layers, student_layers = counts
+    chosen = evenly_spaced_layers(teacher_layers, student_layers)
+    expected = evenly_spaced_oracle(teacher_layers, student_layers)
+    task = f"Exercise 3.3 evenly_spaced_layers({teacher_layers}, {student_layers})"
+    assert isinstance(chosen, list) and all(type(i) is int for i in chosen), \
+        f"{task}: a list of Python ints, got {type(chosen).__name__} {chosen!r:.80}"
+    assert chosen == expected, (
+        f"{task}: layer i is round(i * (L - 1) / (k - 1)) with halves rounded UP; expected "
+        f"{expected[:12]}, got {chosen[:12]} (Python's round() sends halves to even: 2.5 -> 2)")
+
+
+@pytest.mark.points(2)
+@pytest.mark.parametrize("student_layers", [1, 3])
+def test_make_bert_student_at_both_depths(student_layers):
+    teacher = seeded_bert(seed=run_seed(), num_layers=3).train()
+    teacher_before = state_copy(teacher)
+    student = make_bert_student(teacher, num_layers=student_layers)
+    layer_ids = evenly_spaced_oracle(3, student_layers)
+    task = f"Exercise 3.4 make_bert_student(3-layer teacher, num_layers={student_layers})"
+    assert student.config.num_hidden_layers == student_layers == len(student.bert.encoder.layer), \
+        f"{task}: {student_layers} encoder layers, and config.num_hidden_layers saying so"
+    assert teacher.config.num_hidden_layers == 3 and teacher.training, \
+        f"{task}: the teacher keeps its configuration and its training flag"
+    teacher_state = teacher.state_dict()
+    for name, tensor in student.state_dict().items():
+        source = layer_mapped_name(name, layer_ids)
+        assert torch.equal(tensor, teacher_state[source]), f"{task}: student {name} is a copy of the teacher's {source}"
+    teacher_storage = {t.data_ptr() for t in teacher.state_dict().values()}
+    assert not [n for n, t in student.state_dict().items() if t.data_ptr() in teacher_storage], \
+        f"{task}: the student shares storage with the teacher"
+    assert not student.training, f"{task}: the student is returned in eval mode"
+    assert not changed_entries(teacher, teacher_before), f"{task}: the teacher must not change"

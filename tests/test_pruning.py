@@ -471,3 +471,216 @@ def test_size_report_tells_dense_bytes_from_csr_bytes():
         f"CSR of the 8x10 weight with 40 nonzeros = values + int64 column indices + int64 row "
         f"pointers = {real_csr} bytes (torch's to_sparse_csr), plus 32 bytes of dense bias")
     assert sparsity(model, nn.Linear) == 0.5 and sparsity(model) == 40 / 88
+
+
+# --------------------------------------------------------------------------------------------
+# The edges each contract names, on inputs drawn for this run (property tests)
+# --------------------------------------------------------------------------------------------
+# Ties at the pruning boundary (a model pruned before is full of zeros), one element, 1-D to 4-D
+# and non-contiguous weights, n = 0 and n = m, a Linear without bias, weights that require grad.
+
+from hypothesis import strategies as st  # noqa: E402
+
+from tests.properties import float_tensors, property_test  # noqa: E402
+
+
+def fractions():
+    """A fraction: both ends, halves (round(0.5 * n) ties to even), and any value in between."""
+    return st.one_of(st.sampled_from([0.0, 1.0, 0.5, 0.25, 0.75]), st.floats(0, 1))
+
+
+def assert_smallest_pruned(magnitudes, mask, count, task):
+    """``mask`` prunes exactly ``count`` entries of ``magnitudes`` (float64), none larger than a kept one."""
+    pruned = int((~mask).sum())
+    assert pruned == count, (f"{task}: must prune exactly round(fraction * n) = {count} entries, "
+                             f"pruned {pruned} (ties at the boundary still count exactly: a "
+                             f"threshold test such as |w| > kthvalue prunes every tied entry)")
+    if 0 < count < mask.numel():
+        largest_pruned, smallest_kept = float(magnitudes[~mask].max()), float(magnitudes[mask].min())
+        assert largest_pruned <= smallest_kept, (
+            f"{task}: pruned a |w| of {largest_pruned:g} but kept one of {smallest_kept:g}: the "
+            f"smallest magnitudes must go")
+
+
+@pytest.mark.points(3)
+@property_test(float_tensors(), fractions(), st.booleans())
+def test_magnitude_mask_on_ties_and_any_shape(weight, fraction, as_parameter):
+    from pruning import magnitude_mask
+    before = weight.clone()
+    argument = nn.Parameter(weight) if as_parameter else weight
+    mask = magnitude_mask(argument, fraction)
+    task = f"Exercise 2.1 magnitude_mask(weight of shape {tuple(weight.shape)}, {fraction})"
+    assert torch.equal(weight.detach(), before), f"{task}: the weight was modified"
+    assert isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and mask.shape == weight.shape, \
+        f"{task}: a bool mask of the weight's shape"
+    assert_smallest_pruned(before.abs().double(), mask, round(fraction * weight.numel()), task)
+
+
+@pytest.mark.points(2)
+@property_test(st.lists(float_tensors(max_dims=3), min_size=0, max_size=4), fractions())
+def test_global_masks_on_ties_and_any_list(weights, fraction):
+    from pruning import global_magnitude_masks
+    before = [w.clone() for w in weights]
+    masks = global_magnitude_masks(weights, fraction)
+    task = (f"Exercise 2.2 global_magnitude_masks(weights of shapes "
+            f"{[tuple(w.shape) for w in weights]}, {fraction})")
+    assert all(torch.equal(w, b) for w, b in zip(weights, before)), f"{task}: a weight was modified"
+    assert isinstance(masks, list) and len(masks) == len(weights), \
+        f"{task}: a list of one mask per weight ({len(weights)}; an empty list gives [])"
+    for mask, weight in zip(masks, weights):
+        assert mask.dtype == torch.bool and mask.shape == weight.shape, f"{task}: each mask has its weight's shape"
+    if weights:
+        total = sum(w.numel() for w in weights)
+        assert_smallest_pruned(torch.cat([w.abs().flatten() for w in before]).double(),
+                               torch.cat([m.flatten() for m in masks]), round(fraction * total),
+                               f"{task} (one ranking for all {total} entries)")
+
+
+@st.composite
+def weights_with_tied_rows(draw):
+    """(rows, ...) weights, 2-D to 4-D, whose rows often share one L2 norm (permuted signs)."""
+    shape = (draw(st.integers(1, 8)),) + tuple(draw(st.lists(st.integers(1, 4), min_size=1, max_size=3)))
+    weight = draw(float_tensors(shape=shape, max_magnitude=10))
+    if draw(st.booleans()) and shape[0] > 1:
+        row = weight[0].flatten()
+        for i in range(1, shape[0]):
+            if draw(st.booleans()):
+                order = torch.randperm(row.numel(), generator=torch.Generator().manual_seed(i))
+                weight[i] = (row[order] * -1 if i % 2 else row[order]).reshape(shape[1:])
+    return weight
+
+
+@pytest.mark.points(2)
+@property_test(weights_with_tied_rows(), fractions())
+def test_row_norm_mask_on_tied_norms_and_any_shape(weight, fraction):
+    from pruning import row_norm_mask
+    before = weight.clone()
+    mask = row_norm_mask(weight, fraction)
+    task = f"Exercise 2.3 row_norm_mask(weight of shape {tuple(weight.shape)}, {fraction})"
+    assert torch.equal(weight, before), f"{task}: the weight was modified"
+    assert isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and mask.shape == weight.shape, \
+        f"{task}: a bool mask of the weight's shape"
+    rows = mask.reshape(weight.shape[0], -1)
+    assert bool((rows.all(dim=1) | ~rows.any(dim=1)).all()), f"{task}: each row is kept or pruned whole"
+    norms = before.double().reshape(weight.shape[0], -1).norm(dim=1)
+    kept = rows[:, 0]
+    count = round(fraction * weight.shape[0])
+    assert int((~kept).sum()) == count, (f"{task}: exactly round(fraction * rows) = {count} rows pruned, "
+                                         f"got {int((~kept).sum())} (rows whose norms tie count exactly)")
+    if 0 < count < weight.shape[0]:
+        assert float(norms[~kept].max()) <= float(norms[kept].min()) * (1 + 1e-6), \
+            f"{task}: a pruned row has a larger L2 norm than a kept one"
+
+
+@st.composite
+def nm_cases(draw):
+    m = draw(st.sampled_from([1, 2, 4, 8]))
+    n = draw(st.integers(0, m))
+    shape = (draw(st.integers(1, 5)), m * draw(st.integers(1, 4)))
+    return draw(float_tensors(shape=shape, max_magnitude=10)), n, m
+
+
+@pytest.mark.points(2)
+@property_test(nm_cases())
+def test_nm_mask_on_ties_and_both_ends(case):
+    from pruning import nm_sparsity_mask
+    weight, n, m = case
+    before = weight.clone()
+    mask = nm_sparsity_mask(weight, n=n, m=m)
+    task = f"Exercise 2.4 nm_sparsity_mask(weight of shape {tuple(weight.shape)}, n={n}, m={m})"
+    assert torch.equal(weight, before), f"{task}: the weight was modified"
+    assert isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and mask.shape == weight.shape, \
+        f"{task}: a bool mask of the weight's shape"
+    groups = mask.reshape(weight.shape[0], -1, m)
+    kept = groups.sum(dim=-1)
+    assert bool((kept == n).all()), (
+        f"{task}: exactly {n} kept in every group of {m}; some group keeps {int(kept.max())} or "
+        f"{int(kept.min())} (with tied magnitudes, a test such as |w| >= n-th largest keeps too many)")
+    magnitudes = before.abs().reshape_as(groups)
+    if 0 < n < m:
+        smallest_kept = magnitudes.masked_fill(~groups, float("inf")).amin(dim=-1)
+        largest_dropped = magnitudes.masked_fill(groups, -1.0).amax(dim=-1)
+        assert bool((smallest_kept >= largest_dropped).all()), f"{task}: a dropped |w| is larger than a kept one"
+
+
+@st.composite
+def shrink_cases(draw):
+    in_features, out_features = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    dim = draw(st.sampled_from([0, 1]))
+    size = out_features if dim == 0 else in_features
+    keep = sorted(draw(st.sets(st.integers(0, size - 1), min_size=1)))
+    return (in_features, out_features, draw(st.booleans()), dim, keep,
+            draw(st.sampled_from([torch.float32, torch.float64])), draw(st.booleans()),
+            draw(st.booleans()))
+
+
+@pytest.mark.points(2)
+@property_test(shrink_cases())
+def test_shrink_linear_with_or_without_bias_any_dtype(case):
+    from pruning import shrink_linear
+    in_features, out_features, bias, dim, keep, dtype, frozen, as_tensor = case
+    linear = nn.Linear(in_features, out_features, bias=bias).to(dtype)
+    if frozen:
+        linear.requires_grad_(False)
+    weight, old_bias = linear.weight.detach().clone(), None if linear.bias is None else linear.bias.detach().clone()
+    old_parameters = [linear.weight, linear.bias]
+    returned = shrink_linear(linear, torch.tensor(keep) if as_tensor else keep, dim=dim)
+    task = (f"Exercise 2.5 shrink_linear(nn.Linear({in_features}, {out_features}, bias={bias}) in "
+            f"{dtype}{', frozen' if frozen else ''}, keep={keep}, dim={dim})")
+    assert returned is linear, f"{task}: change the layer in place and return it"
+    index = torch.tensor(keep)
+    assert torch.equal(linear.weight.detach(), weight.index_select(dim, index)), \
+        f"{task}: the weight keeps exactly the {'rows' if dim == 0 else 'columns'} {keep}"
+    assert isinstance(linear.weight, nn.Parameter) and linear.weight is not old_parameters[0], \
+        f"{task}: the weight is a new nn.Parameter"
+    if bias:
+        expected_bias = old_bias.index_select(0, index) if dim == 0 else old_bias
+        assert isinstance(linear.bias, nn.Parameter) and torch.equal(linear.bias.detach(), expected_bias), \
+            f"{task}: the bias {'keeps the same rows' if dim == 0 else 'stays whole'}"
+    else:
+        assert linear.bias is None, f"{task}: a Linear without bias stays without bias"
+    assert linear.weight.dtype == dtype, f"{task}: the dtype stays {dtype}"
+    assert all(p.requires_grad == (not frozen) for p in linear.parameters()), \
+        f"{task}: each parameter keeps its requires_grad ({not frozen})"
+    assert (linear.out_features, linear.in_features) == tuple(linear.weight.shape), \
+        f"{task}: out_features and in_features give the new weight's shape"
+    x = torch.randn(3, linear.in_features, dtype=dtype)
+    assert linear(x).shape == (3, linear.out_features), f"{task}: the layer still runs"
+
+
+def heads_zeroed(model, layer_index, heads, head_size):
+    """A deep copy of ``model`` whose layer ``layer_index`` ignores ``heads`` (their columns of
+    ``attention.output.dense`` zeroed): what removing those heads must compute."""
+    reference = copy.deepcopy(model)
+    dense = encoder_layers(reference)[layer_index].attention.output.dense
+    with torch.no_grad():
+        for h in heads:
+            dense.weight[:, h * head_size:(h + 1) * head_size] = 0
+    return reference
+
+
+@pytest.mark.points(2)
+@property_test(st.sets(st.integers(0, 3), min_size=1, max_size=3), st.integers(0, 1),
+               st.sampled_from(["list", "tensor", "set"]), max_examples=12)
+def test_remove_attention_heads_any_heads(heads, layer_index, kind):
+    from pruning import remove_attention_heads
+    model = seeded_small_bert(num_attention_heads=4, hidden_size=32, intermediate_size=37)
+    head_size = 8
+    reference = heads_zeroed(model, layer_index, heads, head_size)
+    inputs = bert_inputs()
+    argument = {"list": sorted(heads), "tensor": torch.tensor(sorted(heads)), "set": set(heads)}[kind]
+    attention = encoder_layers(model)[layer_index].attention
+    returned = remove_attention_heads(attention, argument)
+    task = f"Exercise 2.6 remove_attention_heads(layer {layer_index}'s attention of 4 heads of 8, heads={sorted(heads)})"
+    kept = 4 - len(heads)
+    assert returned is attention, f"{task}: change the block in place and return it"
+    shapes = [tuple(attention.self.query.weight.shape), tuple(attention.output.dense.weight.shape)]
+    assert shapes == [(kept * head_size, 32), (32, kept * head_size)], (
+        f"{task}: query/key/value keep {kept} x 8 = {kept * head_size} rows and output.dense as many "
+        f"columns; got query {shapes[0]}, output.dense {shapes[1]} (head h owns rows "
+        f"h*head_size up to, not including, (h+1)*head_size)")
+    assert (attention.self.num_attention_heads, attention.self.all_head_size) == (kept, kept * head_size), \
+        f"{task}: num_attention_heads and all_head_size must say {kept} and {kept * head_size}"
+    torch.testing.assert_close(bert_output(model, inputs), bert_output(reference, inputs), atol=1e-5, rtol=1e-5,
+                               msg=f"{task}: the BERT must compute what it computed with those heads' "
+                                   "output columns zeroed")
