@@ -276,7 +276,7 @@ class Exports:
                 row = _find_student(self.gradebook, key) if key and self.gradebook else None
             elif self.gradebook is not None:
                 row = self._by_folder(name)
-                key = self.gradebook.cell(row, "SIS Login ID") or self.gradebook.cell(row, "ID") if row else None
+                key = self._key(row) if row else None
             else:
                 key, row = name, None
             if key is None or (self.gradebook is not None and row is None):
@@ -288,11 +288,14 @@ class Exports:
             used.add(id(row) if row is not None else key)
             pairs.append((report, key, row))
         if self.gradebook is not None:
-            without_submission = [self.gradebook.cell(r, "Student") + f" ({self.gradebook.cell(r, 'SIS Login ID') or self.gradebook.cell(r, 'ID')})"
+            without_submission = [f'{self.gradebook.cell(r, "Student")} ({self._key(r)})'
                                   for r in self.gradebook.rows if id(r) not in used]
         else:
             without_submission = list(self.roster.without_submission) if self.roster else []
         return pairs, without_submission, without_student
+
+    def _key(self, row):
+        return self.gradebook.cell(row, "SIS Login ID") or self.gradebook.cell(row, "ID")
 
     def _by_folder(self, name):
         for column, fold in (("SIS Login ID", True), ("ID", False)):
@@ -305,8 +308,8 @@ class Exports:
     def write(self, options, reports):
         """Write the import files and the unmatched lists; return the lines to print."""
         printed = []
-        usable = [r for r in reports if not _integrity_failed(r)]
-        stale = [r["submission"] for r in reports if _integrity_failed(r)]
+        usable = [r for r in reports if not _not_exported(r)]
+        stale = [f'{r["submission"]}: {_not_exported(r)}' for r in reports if _not_exported(r)]
         pairs, no_submission, no_student = self.match(usable)
         if options.canvas:
             printed.append(self._write_canvas(options, pairs))
@@ -318,8 +321,7 @@ class Exports:
         lines = [f"students without a submission ({len(no_submission)}):", *("  " + s for s in no_submission),
                  f"submissions without a student ({len(no_student)}):", *("  " + s for s in no_student)]
         if stale:
-            lines += [f"reports failing their integrity check, not exported (grade them again) ({len(stale)}):",
-                      *("  " + s for s in stale)]
+            lines += [f"reports not exported (grade them again) ({len(stale)}):", *("  " + s for s in stale)]
         _write_atomically(options.out / UNMATCHED_FILE, "\n".join(lines) + "\n")
         printed += [line for line in lines if not line.endswith("(0):")] + \
             [f"(these lists: {options.out / UNMATCHED_FILE})"]
@@ -352,8 +354,14 @@ class Exports:
         return message
 
 
-def _integrity_failed(report):
-    return any("integrity check" in str(flag) for flag in report.get("flags") or [])
+def _not_exported(report):
+    """Why a report's grade must not go to an LMS (``""`` when it may): it fails its integrity
+    check (edited, or graded against another tree), or the submission could not be graded."""
+    if any("integrity check" in str(flag) for flag in report.get("flags") or []):
+        return "fails its integrity check"
+    if report.get("error"):
+        return f"could not be graded ({str(report['error'])[:200]})"
+    return ""
 
 
 def write_outputs(options, reports):

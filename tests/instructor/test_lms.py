@@ -218,12 +218,14 @@ def test_scale_gives_a_percentage_and_moodle_gets_identifier_and_grade(tmp_path)
     assert "bob@example.edu" in (options.out / "lms_unmatched.txt").read_text()
 
 
-def test_a_report_failing_its_integrity_check_is_not_exported(tmp_path):
+def test_a_report_failing_its_integrity_check_or_not_graded_is_not_exported(tmp_path):
     options = check(tmp_path, ["alice"], "--moodle", "--assignment", "Lab 5")
     stale = make_report("alice", flags=["report fails its integrity check (edited, ...)"])
     lms_exports.write_outputs(options, [stale])
     assert read_csv(options.out / "moodle_import.csv") == [["identifier", "Lab 5"]]
-    assert "integrity" in (options.out / "lms_unmatched.txt").read_text()
+    assert "alice: fails its integrity check" in (options.out / "lms_unmatched.txt").read_text()
+    lms_exports.write_outputs(options, [make_report("alice", error="OSError: unreadable")])
+    assert read_csv(options.out / "moodle_import.csv") == [["identifier", "Lab 5"]], "an error is no grade"
 
 
 @pytest.mark.parametrize("content, words", [
