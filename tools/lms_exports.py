@@ -11,7 +11,8 @@
   stale value), every student's row, the graded ones filled; a student without a submission
   keeps the cell the export had.
 - ``--moodle``: writes ``OUT/moodle_import.csv`` with two columns, ``identifier`` (the student:
-  the folder name, or the roster's ``student``) and the ``--assignment`` grade; in Moodle's
+  the roster's ``student``, else with ``--canvas`` the matched ``SIS Login ID`` or ``ID``, else the
+  folder name) and the ``--assignment`` grade; in Moodle's
   "Import grades, CSV file" map ``identifier`` to the user field it holds (username, email
   address or ID number) and the grade column to the assignment.
 - Matching: a submission folder's name is compared with each student's ``SIS Login ID``
