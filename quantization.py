@@ -210,8 +210,15 @@ def int8_vectorwise_matmul(x, weight):
        once) is used as it is: do not quantize it again.
     2. Multiply the int8 matrices with ``int8_matmul_int32`` (never ``int8 @ int8``: it wraps).
     3. Dequantize: ``x ~ q_x / alpha_x`` row-wise and ``W ~ q_W / alpha_W`` column-wise, so
-       ``(x @ W)[i, j] ~ acc[i, j] / (alpha_x[i] * alpha_W[j])``: divide by the outer product of
-       the scales.
+       ``(x @ W)[i, j] ~ acc[i, j] / (alpha_x[i] * alpha_W[j])``: convert ``acc`` to float32 once,
+       then divide it *in place* by ``alpha_x`` (a column, (tokens, 1)) and by ``alpha_W`` (a row,
+       (1, out)): broadcasting applies each scale across the matrix.
+
+    Why in place: the product has tokens x out values (BERT-base: 1024 x 3072, 12 MB of float32
+    for one layer), and every pass over it reads and writes all of them. ``acc / (alpha_x *
+    alpha_W)`` first builds the (tokens, out) outer product of the scales, then a second
+    (tokens, out) quotient: two more fresh buffers the size of the output, each written and read.
+    ``result.div_(alpha_x).div_(alpha_W)`` works in the one buffer ``result``.
 
     Args:
         x: float (tokens, k), tokens >= 1, k >= 1.
@@ -220,12 +227,14 @@ def int8_vectorwise_matmul(x, weight):
         float32 (tokens, out).
     """
     # Hint: isinstance(weight, QuantizedVector) tells the two kinds of weight apart; both give
-    # .quantized_vector (int8 (k, out)) and .alpha ((1, out)) once quantized.
+    # .quantized_vector (int8 (k, out)) and .alpha ((1, out)) once quantized. A tensor method
+    # ending in _ (t.div_(s)) works in place and returns t, so the two divisions chain.
     # BEGIN SOLUTION Exercise 1.7: vector-wise int8 matmul (row scales for x, column scales for W, int32 accumulation)
     x_q = QuantizedVector(x, "int8", dim=1)
     w_q = weight if isinstance(weight, QuantizedVector) else QuantizedVector(weight, "int8", dim=0)
     accumulated = int8_matmul_int32(x_q.quantized_vector, w_q.quantized_vector)
-    return accumulated.to(torch.float32) / (x_q.alpha * w_q.alpha)
+    result = accumulated.to(torch.float32)
+    return result.div_(x_q.alpha).div_(w_q.alpha)  # row scales, then column scales, in place
     # END SOLUTION
 
 
@@ -239,13 +248,22 @@ def mixed_precision_forward(input, weight, threshold=6.0):
     2. Outlier columns: the feature columns of ``input`` with any ``|x| >= threshold``
        (``outlier_columns``). Those columns of ``input`` and the matching *rows* of ``weight`` are
        multiplied in fp16 (``fp16_matmul``).
-    3. Every other column goes through ``int8_vectorwise_matmul``.
+    3. Every other column goes through ``int8_vectorwise_matmul``: give it ``input`` with its
+       outlier columns set to zero, and the whole weight. A zero column adds nothing to the
+       product, so this is exactly the product of the other columns with the other rows
+       (bitsandbytes does the same).
     4. Add the two partial products and restore the leading dimensions.
+
+    Why zero columns instead of cutting them out: cutting (``x[:, ~outliers]``) and zeroing
+    (``x.masked_fill(outliers, 0.0)``) both copy the input once, but cutting the matching rows of
+    the weight (``weight[~outliers]``) copies almost all of it, in x out values, at every call, for
+    a handful of outlier rows. With zeroed columns the stored weight is used as it is.
 
     Two kinds of ``weight`` must work:
 
     - a float tensor (in, out): quantized here, at every call, from the rows that step 3 uses
-      (one absmax scale per column of those rows);
+      (one absmax scale per column of those rows): zero its outlier rows too (a zero changes no
+      column's absmax), or cut them out;
     - a ``QuantizedVector(w, "int8", dim=0)``: a weight quantized *once*, as a model stores it
       (``QuantizedLinear`` passes its weight this way, like bitsandbytes). Its column scales come
       from all rows of ``w``; ``weight[mask]`` selects rows and keeps those scales, and the
@@ -264,9 +282,11 @@ def mixed_precision_forward(input, weight, threshold=6.0):
         float32 of shape (..., out).
     """
     check_matmul_arguments(input, weight, threshold)
-    # Hint: x[:, mask] selects columns and weight[mask] selects rows (of a tensor and of a
-    # QuantizedVector alike). Start the sum from the int8 part (or torch.zeros(tokens, out) when
-    # every column is an outlier); fp16_matmul(a, b, add_to=result) adds a product in place.
+    # Hint: x.masked_fill(mask, 0.0) zeroes the columns where the (in,) bool mask is True (it
+    # broadcasts over the rows); w.masked_fill(mask[:, None], 0.0) zeroes rows. x[:, mask] and
+    # weight[mask] select columns and rows (of a tensor and of a QuantizedVector alike). Start the
+    # sum from the int8 part (or torch.zeros(tokens, out) when every column is an outlier);
+    # fp16_matmul(a, b, add_to=result) adds a product in place.
     # BEGIN SOLUTION Exercise 1.8: LLM.int8() forward (fp16 outlier columns + vector-wise int8 for the rest)
     *leading, in_features = input.shape
     out_features = weight.shape[1]
@@ -279,8 +299,10 @@ def mixed_precision_forward(input, weight, threshold=6.0):
     is_outlier = outlier_columns(x, threshold)
     if is_outlier.all():
         result = torch.zeros(x.shape[0], out_features, dtype=torch.float32, device=x.device)
-    else:
-        result = int8_vectorwise_matmul(x[:, ~is_outlier], w[~is_outlier])
+    else:  # outlier columns of x (and rows of a float w) set to 0: the whole stored weight, no copy
+        regular_x = x.masked_fill(is_outlier, 0.0)
+        regular_w = w if isinstance(w, QuantizedVector) else w.masked_fill(is_outlier[:, None], 0.0)
+        result = int8_vectorwise_matmul(regular_x, regular_w)
     if is_outlier.any():
         outlier_rows = w[is_outlier]
         if isinstance(outlier_rows, QuantizedVector):

@@ -18,15 +18,29 @@ Every method's error is measured on the same data, relative to the float32 resul
    what LLM.int8()'s decomposition buys, with the numbers.
 3. BERT-base masked LM (randomly initialised: no hub here), 8 x 128 tokens, end to end.
 
-Goals (issue 12): the layer at >= 4x float32 single-threaded and BERT at >= 3x, each at an error no
-worse than bitsandbytes'. Both need an int8 GEMM that is itself fast: the script measures that
-wall on this CPU first and says whether the goals can be met here. Nothing here is a pass/fail
-test: it prints what it measured.
+The first line names the CPU and the flags that decide int8 and bf16 speed (avx2, avx512_vnni,
+avx512_bf16, amx_int8, amx_bf16).
+
+Goals, printed at the end with what was measured:
+
+- issue 21, on every CPU: the work around the int8 GEMM in your ``mixed_precision_forward`` (your
+  whole call minus the GEMM alone, ``given.quantized_linear.time_breakdown``) at most 0.20x the
+  float32 matmul of the same shape;
+- issue 21, where the int8 GEMM is fast: ``QuantizedLinear`` int8 at >= 0.6x the wall (the int8
+  GEMM alone) and faster than torch.ao's dynamic int8 on the layer, and BERT-base
+  ``quantize_model`` at >= torch.ao's speed, each at an error no worse than bitsandbytes';
+- issue 12: the layer at >= 4x float32 and BERT at >= 3x, each at an error no worse than
+  bitsandbytes'.
+
+All but the first need an int8 GEMM that is itself fast: the script measures that wall on this CPU
+first, and where it is below 2x float32 those goals read "not measurable here". Nothing here is a
+pass/fail test: it prints what it measured.
 """
 import argparse
 import contextlib
 import copy
 import io
+import platform
 import statistics
 import sys
 import time
@@ -38,13 +52,35 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from given.matmul import int8_matmul_int32, int_mm_speed_vs_float32  # noqa: E402
-from given.quantized_linear import QuantizedLinear, quantize_model, time_breakdown  # noqa: E402
+from given.quantized_linear import (AROUND_THE_GEMM, QuantizedLinear, around_line, quantize_model,  # noqa: E402
+                                    time_breakdown)
 from given.quantized_vector import QuantizedVector  # noqa: E402
 from given.timing import time_interleaved  # noqa: E402
 from quantization import mixed_precision_forward  # noqa: E402
 
 OUTLIER_COLUMNS = [17, 301]
 LAYER_GOAL, BERT_GOAL = 4.0, 3.0
+AROUND_GOAL = 0.20  # issue 21: the work around the int8 GEMM, x the float32 matmul
+WALL_SHARE_GOAL = 0.6  # issue 21: QuantizedLinear int8 at >= 0.6 x the int8 GEMM alone
+MEASURABLE_WALL = 2.0  # speed goals that need a fast int8 GEMM are measured where it is >= 2x fp32
+CPU_FLAGS = ("avx2", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+OURS_LAYER = "QuantizedLinear int8 (your 1.6-1.8)"
+WALL_LABEL = "int8 GEMM alone (torch._int_mm, the wall)"
+AO_LABEL = "torch.ao dynamic int8 (per-tensor act.)"
+
+
+def cpu_description():
+    """``'<model name>; avx2 yes, avx512_vnni no, ...'`` from /proc/cpuinfo (Linux), else what
+    ``platform`` knows."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return f"{platform.processor() or platform.machine()}; flags unknown (no /proc/cpuinfo)"
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    name = fields.get("model name") or fields.get("Processor") or platform.machine()
+    flags = set(fields.get("flags", fields.get("Features", "")).split())
+    return f"{name}; " + ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in CPU_FLAGS)
 
 
 def relative_error(approx, exact):
@@ -194,16 +230,20 @@ def print_table(title, stats, errors, notes, baseline="float32"):
 
 
 def run_for_threads(thread_settings, build, args, title):
-    """Build the candidates once, then time them at each thread count; return the ratios per count."""
+    """Build the candidates once, then time them at each thread count.
+
+    Returns ``(ratios, errors, stats)``: per thread count the speed-ups over float32 and the
+    timings (``time_interleaved``'s stats); the errors once."""
     candidates, errors, notes = build()
-    results = {}
+    results, all_stats = {}, {}
     for threads in thread_settings:
         torch.set_num_threads(threads)
         with torch.inference_mode():
             stats = time_interleaved(candidates, warmup=args.warmup, repeats=args.rounds)
         results[threads] = print_table(f"{title}: {threads} thread(s), {args.rounds} interleaved rounds",
                                        stats, errors, notes)
-    return results, errors
+        all_stats[threads] = stats
+    return results, errors, all_stats
 
 
 # ----------------------------------------------------------------------------------------------
@@ -228,11 +268,11 @@ def build_layer_candidates(args):
     w_q_colmajor = w_q.quantized_vector.T.contiguous().T
     candidates = {
         "float32": lambda: x @ weight,
-        **({"int8 GEMM alone (torch._int_mm, the wall)": lambda: torch._int_mm(x_q, w_q_colmajor)}
+        **({WALL_LABEL: lambda: torch._int_mm(x_q, w_q_colmajor)}
            if int_mm_speed_vs_float32() > 1 else {}),
         "int8 GEMM as the lab runs it here": lambda: int8_matmul_int32(x_q, w_q_colmajor),
         "your mixed_precision_forward (W each call)": lambda: mixed_precision_forward(x, weight, 6.0),
-        "QuantizedLinear int8 (your 1.6-1.8)": (lambda m=QuantizedLinear(linear, "int8"): m(x)),
+        OURS_LAYER: (lambda m=QuantizedLinear(linear, "int8"): m(x)),
     }
     notes = {}
     if (why := bitsandbytes_available()) is None:
@@ -244,7 +284,7 @@ def build_layer_candidates(args):
         notes["bitsandbytes Linear8bitLt"] = why
     with quiet():
         ao_model = torch_ao_dynamic(model)
-    candidates["torch.ao dynamic int8 (per-tensor act.)"] = lambda: ao_model(x)
+    candidates[AO_LABEL] = lambda: ao_model(x)
     errors = {}
     add_bf16(candidates, errors, notes, lambda: (x.bfloat16() @ w_bf16).float(), exact)
     add_torchao(candidates, errors, notes, torchao_int8, model, lambda m: m(x), exact)
@@ -351,17 +391,67 @@ def build_bert_candidates(args):
 
 # ----------------------------------------------------------------------------------------------
 
-def goal_lines(name, ratios, errors, goal, ours, bnb="bitsandbytes"):
+def error_rule(errors, ours, bnb="bitsandbytes"):
+    """``'error 0.0073 vs bitsandbytes' 0.0079: no worse'`` (5% slack), or why it cannot say."""
     bnb_label = next((label for label in errors if label.startswith(bnb)), None)
+    if bnb_label is None:
+        return "no bitsandbytes to compare"
+    verdict = "no worse" if errors[ours] <= errors[bnb_label] * 1.05 else "WORSE"
+    return f"error {errors[ours]:.4f} vs bitsandbytes' {errors[bnb_label]:.4f}: {verdict}"
+
+
+def per_round(stats, numerator, denominator):
+    """(median, q1, q3) over the rounds of ``stats[numerator] time / stats[denominator] time``."""
+    ratios = [a / b for a, b in zip(stats[numerator]["times"], stats[denominator]["times"])]
+    q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
+    return median, q1, q3
+
+
+def goal_text(value, goal, measurable, wall, strictly=False):
+    """MET / NOT MET (``value >= goal``, or ``>`` when ``strictly``), or "not measurable here"."""
+    if not measurable:
+        return (f"not measurable here (the int8 GEMM, torch._int_mm, runs {wall:.2f}x fp32 on this CPU; these goals "
+                f"need one >= {MEASURABLE_WALL:g}x: AVX512-VNNI, AMX or a GPU)")
+    return "MET" if (value > goal if strictly else value >= goal) else "NOT MET"
+
+
+def goal_lines(name, ratios, errors, goal, ours, measurable, wall):
     for threads, by_label in ratios.items():
         r, r1, r3 = by_label[ours]
-        error_ok = "no bitsandbytes to compare"
-        if bnb_label:
-            error_ok = (f"error {errors[ours]:.4f} vs bitsandbytes' {errors[bnb_label]:.4f}: "
-                        f"{'no worse' if errors[ours] <= errors[bnb_label] * 1.05 else 'WORSE'}")
-        met = "MET" if r >= goal else "NOT MET"
         print(f"  {name}, {threads} thread(s): {ours} {r:.2f}x fp32 [IQR {r1:.2f}-{r3:.2f}], goal >= {goal}x: "
-              f"{met}; {error_ok}")
+              f"{goal_text(r, goal, measurable, wall)}; {error_rule(errors, ours)}")
+
+
+def around_goal_line(table):
+    around = table.loc[AROUND_THE_GEMM, "x fp32 matmul"]
+    print(f"  {around_line(table)}; goal <= {AROUND_GOAL:.2f}x: {'MET' if around <= AROUND_GOAL else 'NOT MET'}")
+
+
+def wall_goal_lines(layer_stats, layer_errors, measurable, wall):
+    """QuantizedLinear int8 against the wall and against torch.ao, per round (issue 21)."""
+    for threads, stats in layer_stats.items():
+        if WALL_LABEL in stats:
+            share = per_round(stats, WALL_LABEL, OURS_LAYER)
+            print(f"  layer, {threads} thread(s): QuantizedLinear int8 at {share[0]:.2f}x the int8 GEMM's speed "
+                  f"[IQR {share[1]:.2f}-{share[2]:.2f}], goal >= {WALL_SHARE_GOAL}x: "
+                  f"{goal_text(share[0], WALL_SHARE_GOAL, measurable, wall)}")
+        else:
+            print(f"  layer, {threads} thread(s): QuantizedLinear int8 vs the int8 GEMM alone, goal >= "
+                  f"{WALL_SHARE_GOAL}x: {goal_text(0, WALL_SHARE_GOAL, False, wall)}")
+        versus_ao = per_round(stats, AO_LABEL, OURS_LAYER)
+        print(f"  layer, {threads} thread(s): QuantizedLinear int8 {versus_ao[0]:.2f}x torch.ao's speed "
+              f"[IQR {versus_ao[1]:.2f}-{versus_ao[2]:.2f}], goal > 1x: "
+              f"{goal_text(versus_ao[0], 1.0, measurable, wall, strictly=True)}; "
+              f"{error_rule(layer_errors, OURS_LAYER)}")
+
+
+def bert_versus_ao_lines(bert_stats, bert_errors, measurable, wall):
+    for threads, stats in bert_stats.items():
+        for ours in ("quantize_model int8 (decoder float)", "quantize_model int8, quantize_tied=True"):
+            versus_ao = per_round(stats, "torch.ao dynamic int8", ours)
+            print(f"  BERT, {threads} thread(s): {ours} {versus_ao[0]:.2f}x torch.ao's speed "
+                  f"[IQR {versus_ao[1]:.2f}-{versus_ao[2]:.2f}], goal >= 1x: "
+                  f"{goal_text(versus_ao[0], 1.0, measurable, wall)}; {error_rule(bert_errors, ours)}")
 
 
 def main():
@@ -380,6 +470,7 @@ def main():
 
     wall = int_mm_speed_vs_float32()
     wall_fast = wall > 1
+    print(f"CPU: {cpu_description()}")
     print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
           f"{all_threads} threads available; torch._int_mm at 128x512 @ 512x256 runs {wall:.2f}x "
           f"float32's speed on this CPU: "
@@ -387,25 +478,36 @@ def main():
     if why := torchao_available():
         print(f"torchao: not available ({why})")
 
-    layer_ratios, layer_errors = run_for_threads(thread_settings, lambda: build_layer_candidates(args), args,
-                                                 f"Layer {args.tokens}x768 @ 768x3072, 2 outlier columns")
+    layer_ratios, layer_errors, layer_stats = run_for_threads(
+        thread_settings, lambda: build_layer_candidates(args), args,
+        f"Layer {args.tokens}x768 @ 768x3072, 2 outlier columns")
     per_tensor_lesson(args.tokens)
     torch.set_num_threads(thread_settings[0])
-    print(f"\nWhere the time of your mixed_precision_forward goes ({thread_settings[0]} thread(s)):")
-    print(time_breakdown(tokens=args.tokens, repeats=args.rounds).to_string(float_format=lambda v: f"{v:.2f}"))
-    bert_ratios = bert_errors = None
+    print(f"\nWhere the time of your mixed_precision_forward goes ({thread_settings[0]} thread(s), "
+          f"{args.rounds} interleaved rounds; 'q1 x', 'q3 x': quartiles of the per-round ratio):")
+    breakdown = time_breakdown(tokens=args.tokens, repeats=args.rounds, show=False)
+    print(breakdown.to_string(float_format=lambda v: f"{v:.2f}"))
+    print(around_line(breakdown))
+    bert_ratios = bert_errors = bert_stats = None
     if not args.skip_bert:
-        bert_ratios, bert_errors = run_for_threads(thread_settings, lambda: build_bert_candidates(args), args,
-                                                   f"BERT-base MLM {args.bert_batch}x{args.bert_seq}")
-    print("\nGoals (issue 12):")
-    goal_lines("layer", layer_ratios, layer_errors, LAYER_GOAL, "QuantizedLinear int8 (your 1.6-1.8)")
+        bert_ratios, bert_errors, bert_stats = run_for_threads(
+            thread_settings, lambda: build_bert_candidates(args), args,
+            f"BERT-base MLM {args.bert_batch}x{args.bert_seq}")
+
+    # The wall of the layer itself where it was timed (the int8 GEMM of this very shape), else the small probe's.
+    layer_wall = min((by_label[WALL_LABEL][0] for by_label in layer_ratios.values() if WALL_LABEL in by_label),
+                     default=wall)
+    measurable = layer_wall >= MEASURABLE_WALL
+    print(f"\nGoals (issue 21), {thread_settings[0]} thread(s) for the breakdown:")
+    around_goal_line(breakdown)
+    wall_goal_lines(layer_stats, layer_errors, measurable, layer_wall)
+    if bert_stats:
+        bert_versus_ao_lines(bert_stats, bert_errors, measurable, layer_wall)
+    print("Goals (issue 12):")
+    goal_lines("layer", layer_ratios, layer_errors, LAYER_GOAL, OURS_LAYER, measurable, layer_wall)
     if bert_ratios:
         for ours in ("quantize_model int8 (decoder float)", "quantize_model int8, quantize_tied=True"):
-            goal_lines("BERT", bert_ratios, bert_errors, BERT_GOAL, ours)
-    if not wall_fast:
-        print("  On this CPU the int8 GEMM itself is no faster than float32 (see 'the wall' above): "
-              "the speed goals need a CPU with AVX512-VNNI or AMX (or a GPU).")
-
+            goal_lines("BERT", bert_ratios, bert_errors, BERT_GOAL, ours, measurable, layer_wall)
 
 if __name__ == "__main__":
     main()

@@ -454,6 +454,40 @@ def _speed_up_text(row, is_baseline=False):
     return text + " (spread includes 1.00)" if row["x_faster_q1"] <= 1.0 <= row["x_faster_q3"] else text
 
 
+def speed_findings(table, baseline="FP32"):
+    """What this run's timing shows, in sentences that quote ``table`` (a ``results_table`` with
+    ``latencies``): the rows measurably faster and slower than ``baseline``, the fastest of them,
+    and for each int8 row whether its win here is speed or memory alone.
+
+    A row is faster (slower) only when both quartiles of its per-round speed-up are above (below)
+    1.00; the others are "not distinguishable". Nothing is said of a row that was not timed.
+    """
+    timed = table.drop(index=[baseline], errors="ignore")
+    timed = timed[[all(math.isfinite(row.get(k, math.nan)) for k in ("x_faster", "x_faster_q1", "x_faster_q3"))
+                   for _, row in timed.iterrows()]]
+    if timed.empty:
+        return f"No row was timed against {baseline}."
+    faster = timed[timed["x_faster_q1"] > 1.0].sort_values("x_faster", ascending=False)
+    slower = timed[timed["x_faster_q3"] < 1.0]
+    unclear = timed.drop(index=[*faster.index, *slower.index])
+
+    def listed(rows):
+        return "; ".join(f"{name} {_speed_up_text(row)}" for name, row in rows.iterrows()) or "none"
+
+    lines = [f"Measurably faster than {baseline} on this machine: {listed(faster)}.",
+             f"Measurably slower: {listed(slower)}.",
+             f"Not distinguishable from {baseline} (spread includes 1.00): "
+             f"{', '.join(unclear.index) or 'none'}."]
+    lines.append(f"Fastest measured: {faster.index[0]}, {faster['x_faster'].iloc[0]:.2f}x {baseline}'s speed."
+                 if len(faster) else f"No row is measurably faster than {baseline} here.")
+    for name, row in timed.iterrows():
+        if "int8" in str(name) and math.isfinite(row.get("x_smaller", math.nan)):
+            win = "memory and speed" if name in faster.index else "memory only"
+            lines.append(f"{name}: {row['x_smaller']:.1f}x smaller than {baseline}, speed-up "
+                         f"{_speed_up_text(row)}: its win on this machine is {win}.")
+    return "\n".join(lines)
+
+
 def timing_conditions(table):
     """One line saying where and how the latencies were measured: device, threads, batch, dtype."""
     parts = []

@@ -3,6 +3,7 @@
 ``tools/grade.py``, ``tools/release.py``, ``tests/conftest.py`` and the tests read these names;
 change the lab's shape here and nowhere else.
 """
+import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,19 @@ TEST_MARKERS = GRADED_MARKERS + (GIVEN_CODE_MARKER,)
 BUILD_OUTPUTS = ("__pycache__", ".pytest_cache", ".hypothesis", ".ipynb_checkpoints", ".venv",
                  "outputs", "release", "grades", "*.egg-info")
 """Names of files and folders that are made by running things, never copied or shipped."""
+
+
+def is_python_environment(path):
+    """Whether ``path`` is a folder holding a Python environment, whatever its name (``.venv``,
+    ``venv``, ``env``, ...): every virtual environment has a ``pyvenv.cfg`` at its top."""
+    return (Path(path) / "pyvenv.cfg").is_file()
+
+
+def is_build_output(path):
+    """Whether the file or folder ``path`` is made by running things, never copied or shipped:
+    its name matches ``BUILD_OUTPUTS``, or it is a Python environment."""
+    path = Path(path)
+    return any(fnmatch.fnmatch(path.name, pattern) for pattern in BUILD_OUTPUTS) or is_python_environment(path)
 
 INSTRUCTOR_ONLY = (".git", ".ci", "docs", "tests/hidden", "tests/instructor",
                    "tools/release.py", "tools/classroom_workflow.py", "tools/make_offline_bert.py",

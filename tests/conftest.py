@@ -42,15 +42,13 @@ if _ROOT not in sys.path:  # tests import the modules flat: `from quantization i
 
 from given.manifest import EXERCISES, SHARED_DATA_DIR, TEST_MARKERS  # noqa: E402
 from given.quiet import quiet_known_noise  # noqa: E402
-from tests.helpers import run_seed  # noqa: E402
+from tests.helpers import UNFINISHED_RE, run_seed  # noqa: E402
 
 quiet_known_noise()
 # hypothesis keeps a cache in .hypothesis/ where it runs: keep it out of the lab's folder (and out
 # of the grader's read-only tree).
 hypothesis.configuration.set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "lab5-hypothesis")
 
-UNFINISHED_RE = re.compile(r"^Exercise (?P<number>\d+(?:\.\d+)*): ")
-"""The message of a stub's ``NotImplementedError``: ``Exercise 1.2: absmax int8 dequantization``."""
 
 
 def pytest_addoption(parser):

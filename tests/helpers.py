@@ -4,10 +4,14 @@ Graded tests import these (never the notebook's measuring code), so an exercise'
 depend on given code it does not use.
 """
 import os
+import re
 
 import torch
 
 from given.models import random_bert
+
+UNFINISHED_RE = re.compile(r"^Exercise (?P<number>\d+(?:\.\d+)*): ")
+"""The message of a stub's ``NotImplementedError``: ``Exercise 1.2: absmax int8 dequantization``."""
 
 GRADER_SEED_VARIABLE = "GRADER_FRESH_SEED"
 """Set by ``tools/grade.py`` for every grading run to a seed drawn fresh for that run."""

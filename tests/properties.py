@@ -9,11 +9,13 @@ input to a small one and prints it ("Falsifying example: ...").
 Seeding follows the other tests (``run_seed()``): the same examples every time you run them, a
 fresh draw for every grading run.
 """
+import functools
+
 import hypothesis
 import torch
 from hypothesis import HealthCheck, strategies as st
 
-from tests.helpers import run_seed
+from tests.helpers import UNFINISHED_RE, run_seed
 
 PROPERTY_SETTINGS = hypothesis.settings(
     max_examples=40,
@@ -26,13 +28,40 @@ PROPERTY_SETTINGS = hypothesis.settings(
 )
 
 
+class _Unfinished(BaseException):
+    """Carries a stub's NotImplementedError through hypothesis, which would otherwise shrink it
+    (as a real failure) at length: an unwritten exercise fails at once, reported as unfinished."""
+
+    def __init__(self, error):
+        super().__init__(str(error))
+        self.error = error
+
+
 def property_test(*strategies, max_examples=None, **named_strategies):
     """``@given(...)`` with the lab's settings and the run's seed (see the module docstring)."""
     def decorate(test):
         settings = PROPERTY_SETTINGS if max_examples is None else hypothesis.settings(
             PROPERTY_SETTINGS, max_examples=max_examples)
-        wrapped = hypothesis.given(*strategies, **named_strategies)(test)
-        return hypothesis.seed(run_seed())(settings(wrapped))
+
+        @functools.wraps(test)
+        def stops_at_a_stub(*args, **kwargs):
+            try:
+                return test(*args, **kwargs)
+            except NotImplementedError as error:
+                if UNFINISHED_RE.match(str(error)):
+                    raise _Unfinished(error) from None
+                raise
+
+        wrapped = hypothesis.seed(run_seed())(settings(
+            hypothesis.given(*strategies, **named_strategies)(stops_at_a_stub)))
+
+        @functools.wraps(wrapped)
+        def property_or_stub(*args, **kwargs):
+            try:
+                return wrapped(*args, **kwargs)
+            except _Unfinished as unfinished:
+                raise unfinished.error from None
+        return property_or_stub
     return decorate
 
 

@@ -153,9 +153,11 @@ def _report_collected(items):
     for item in items:
         cases[_function_of(item)] = cases.get(_function_of(item), 0) + 1
     for item in items:
+        worked = item.get_closest_marker("worked_example")
         _send({"nodeid": item.nodeid, "exercise": _exercise_of(item),
                "points": _points_of(item, cases), "file": item.location[0],
-               "canary": item.get_closest_marker("canary") is not None})
+               "canary": item.get_closest_marker("canary") is not None,
+               "twin": f"{item.location[0]}::{worked.kwargs.get('twin')}" if worked else None})
 
 
 def pytest_collection_finish(session):

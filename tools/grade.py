@@ -20,7 +20,10 @@ in the report with how to fix it. For each submission the grader:
    0 an exercise whose run changed any file of the instructor tree (reported as tampering);
 4. flags what in-process cheating would look like: a canary test (``canary`` marker, in
    ``tests/hidden``) that passed, signed records for tests that do not exist, unsigned lines on the
-   report channel, every public test passed but hidden tests on fresh inputs failed.
+   report channel, answers that look recorded (``fresh_input_flags``).
+
+Every run draws a fresh seed (``GRADER_FRESH_SEED``, in the report's ``fresh_seeds``) from which
+every test, public or hidden, draws its inputs: no graded point rests on inputs seen before.
 
 Submissions are graded in parallel (``--jobs``: by default as many as cores and RAM allow); each
 report is written as soon as it is done, signed with a key derived from the instructor tree, and
@@ -63,7 +66,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project root: given.manifest
 from given.manifest import (BUILD_OUTPUTS, DELIVERABLE_OF, DELIVERABLES, PROJECT_ROOT,  # noqa: E402
-                            SHARED_DATA_DIR)
+                            SHARED_DATA_DIR, is_python_environment)
 from solution_markers import strip_python_solutions  # noqa: E402
 
 try:  # instructor-only (not in the student release): Canvas / Moodle imports, feedback pages
@@ -113,11 +116,12 @@ def is_ignored(name, patterns):
     return any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
 
 
-def walk(root, max_depth, max_entries, ignore=()):
+def walk(root, max_depth, max_entries, ignore=(), skip_environments=False):
     """Every file and folder under ``root``, without recursion: ``(entries, limit_note)``.
 
     ``entries`` is a sorted list of ``(relative name, path, is_dir)`` (names escaped); names
-    matching ``ignore`` are skipped with what is below them. The walk stops descending below
+    matching ``ignore`` are skipped with what is below them, and so are Python environments of
+    any name with ``skip_environments`` (the instructor's own tree, never a graded copy). The walk stops descending below
     ``max_depth`` and stops after ``max_entries``; ``limit_note`` then says so (else ``""``).
     An unreadable folder is an entry with ``is_dir=None``.
     """
@@ -131,7 +135,8 @@ def walk(root, max_depth, max_entries, ignore=()):
             note = note or f"could not read {prefix or '.'}: {error.strerror}"
             continue
         for child in children:
-            if is_ignored(child.name, ignore):
+            if is_ignored(child.name, ignore) or (
+                    skip_environments and child.is_dir(follow_symlinks=False) and is_python_environment(child.path)):
                 continue
             if len(entries) >= max_entries:
                 return sorted(entries), f"more than {max_entries} files and folders"
@@ -145,11 +150,11 @@ def walk(root, max_depth, max_entries, ignore=()):
     return sorted(entries), note
 
 
-def file_digests(tree, skip=(), ignore=()):
+def file_digests(tree, skip=(), ignore=(), skip_environments=False):
     """``{relative path: sha256}`` of every file under ``tree`` except the names in ``skip``;
     a symlink or special file is ``"not a file"``; a walk cut short by its caps is the entry
     ``"<walk>"`` (so a run that makes the tree huge or deep shows as tampering)."""
-    entries, note = walk(tree, ignore=ignore, **WALK_LIMITS)
+    entries, note = walk(tree, ignore=ignore, skip_environments=skip_environments, **WALK_LIMITS)
     digests = {"<walk>": note} if note else {}
     for relative, path, is_dir in entries:
         if relative in skip or is_dir:
@@ -180,10 +185,17 @@ def tampered_files(before, after):
     return sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
 
 
+def not_copied(folder, names):
+    """``shutil.copytree``'s ignore: ``NOT_COPIED`` names, and Python environments of any name
+    (a ``venv/`` inside the instructor tree is neither copied into each run nor hashed)."""
+    return {name for name in names
+            if is_ignored(name, NOT_COPIED) or is_python_environment(os.path.join(folder, name))}
+
+
 def copy_instructor_tree(destination, stub_deliverables, source=PROJECT_ROOT):
     """Copy the instructor tree to ``destination``; with ``stub_deliverables`` the deliverables
     become the student-release stubs."""
-    shutil.copytree(source, destination, ignore=shutil.ignore_patterns(*NOT_COPIED))
+    shutil.copytree(source, destination, ignore=not_copied)
     if stub_deliverables:
         for name in DELIVERABLES:
             path = destination / name
@@ -566,7 +578,7 @@ def _kill_group(process):
 
 def collect_tests(tree, options):
     """The tests of ``tree`` with an exercise marker: a list of ``{nodeid, exercise, points,
-    file, canary}``, in pytest's order."""
+    file, canary, twin}``, in pytest's order."""
     run = run_pytest(["--collect-only", *options.pytest_args], tree, options, mode="collect")
     tests = [t for t in run.records if t.get("exercise") in EXERCISES]
     if run.code not in (0, 5) or not tests:
@@ -728,13 +740,38 @@ def _score_row(test, exercise, results, info):
             "earned": earned, "outcome": outcome, "message": message}
 
 
-def fresh_input_flags(rows):
-    """An exercise whose every public test passed but a hidden test on fresh inputs failed:
-    answers recorded from the public tests look like this."""
+WORKED_EXAMPLE_GAP = 0.5
+"""A worked example passing this much more often than its twin is flagged (see ``fresh_input_flags``)."""
+
+
+def _rows_of(rows, nodeid):
+    """The rows of test ``nodeid``: itself, or its parametrized cases (``nodeid[...]``)."""
+    return [r for r in rows if r["name"] == nodeid or r["name"].startswith(nodeid + "[")]
+
+
+def fresh_input_flags(rows, tests=()):
+    """What answers recorded from earlier runs look like, per exercise (a flag, never a penalty):
+
+    - worked examples (fixed inputs anyone can record; no points) pass clearly more often than
+      their twins (the same contracts on this run's fresh inputs): the pass rates differ by at
+      least ``WORKED_EXAMPLE_GAP``, with at least two worked examples passed;
+    - every public test passed but hidden tests on fresh inputs failed.
+    """
+    twins = {t["nodeid"]: t["twin"] for t in tests if t.get("twin")}
     flags = []
     for exercise in sorted({r["exercise"] for r in rows}):
-        public = [r for r in rows if r["exercise"] == exercise and not r["name"].startswith(HIDDEN_TESTS)]
-        hidden = [r for r in rows if r["exercise"] == exercise and r["name"].startswith(HIDDEN_TESTS)]
+        mine = [r for r in rows if r["exercise"] == exercise]
+        worked = [r for r in mine if r["name"] in twins]
+        twin_rows = [r for name in dict.fromkeys(twins[w["name"]] for w in worked) for r in _rows_of(mine, name)]
+        if worked and twin_rows:
+            worked_rate = sum(r["outcome"] == "passed" for r in worked) / len(worked)
+            twin_rate = sum(r["outcome"] == "passed" for r in twin_rows) / len(twin_rows)
+            if sum(r["outcome"] == "passed" for r in worked) >= 2 and worked_rate - twin_rate >= WORKED_EXAMPLE_GAP:
+                flags.append(f"{exercise}: {worked_rate:.0%} of the worked examples (fixed inputs) "
+                             f"passed but only {twin_rate:.0%} of their twins on this run's fresh "
+                             f"inputs: recorded answers?")
+        public = [r for r in mine if not r["name"].startswith(HIDDEN_TESTS)]
+        hidden = [r for r in mine if r["name"].startswith(HIDDEN_TESTS)]
         failed = [r for r in hidden if r["outcome"] != "passed"]
         if public and hidden and failed and all(r["outcome"] == "passed" for r in public):
             flags.append(f"{exercise}: every public test passed but {len(failed)} hidden tests on "
@@ -919,7 +956,8 @@ def grade_submission(submission, calibration, options):
                                  calibration.known)
     except Exception as error:  # noqa: BLE001 - one submission's problem must not end the run
         return error_report(name, f"{type(error).__name__}: {error}", calibration, options)
-    flags = [f for info in notes.values() for f in info.get("flags", [])] + fresh_input_flags(rows)
+    flags = [f for info in notes.values() for f in info.get("flags", [])] + \
+        fresh_input_flags(rows, calibration.expected)
     return make_report(name, rows, notes, calibration.exercises, {
         "deliverables_found": sorted(contents),
         "deliverables_hash": deliverables_hash(contents),
@@ -1270,7 +1308,7 @@ def instructor_tree_digests(out):
     """Digests of the instructor tree (build outputs and ``out`` left out), to check that no
     run changed it."""
     ignore = list(NOT_COPIED)
-    digests = file_digests(PROJECT_ROOT, ignore=ignore)
+    digests = file_digests(PROJECT_ROOT, ignore=ignore, skip_environments=True)
     try:
         inside = out.resolve().relative_to(PROJECT_ROOT).as_posix()
     except ValueError:

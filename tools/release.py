@@ -13,7 +13,7 @@
 """
 import argparse
 import ast
-import fnmatch
+import os
 import shutil
 import sys
 import tempfile
@@ -23,7 +23,7 @@ import nbformat
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project root: given.manifest
 from classroom_workflow import WORKFLOW_PATH, render_workflow  # noqa: E402
-from given.manifest import BUILD_OUTPUTS, EXERCISES, INSTRUCTOR_ONLY, PROJECT_ROOT  # noqa: E402
+from given.manifest import EXERCISES, INSTRUCTOR_ONLY, PROJECT_ROOT, is_build_output  # noqa: E402
 from solution_markers import MarkerError, strip_notebook, strip_python_solutions  # noqa: E402
 
 STUDENT_README = Path(__file__).resolve().parent / "student_README.md"
@@ -33,24 +33,22 @@ STUDENT_README = Path(__file__).resolve().parent / "student_README.md"
 # workflow grades with them (they hold no solution and no hidden test).
 
 
-def is_build_output(name):
-    """Whether a file or folder name is made by running things (``BUILD_OUTPUTS``)."""
-    return any(fnmatch.fnmatch(name, pattern) for pattern in BUILD_OUTPUTS)
-
-
 def release_files(root=PROJECT_ROOT):
-    """Paths (relative to ``root``) that go into the student release, sorted."""
+    """Paths (relative to ``root``) that go into the student release, sorted. Build outputs
+    (``is_build_output``: Python environments of any name too) are not even walked into."""
     files = []
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root)
-        parts = relative.parts
-        if not path.is_file() or any(is_build_output(p) for p in parts):
-            continue
-        if any(relative.as_posix() == x or relative.as_posix().startswith(x + "/")
-               for x in INSTRUCTOR_ONLY) or path == STUDENT_README:
-            continue
-        files.append(relative)
-    return files
+    for folder, folders, names in os.walk(root):
+        folders[:] = [name for name in folders if not is_build_output(Path(folder) / name)]
+        for name in names:
+            path = Path(folder) / name
+            relative = path.relative_to(root)
+            if not path.is_file() or is_build_output(path):
+                continue
+            if any(relative.as_posix() == x or relative.as_posix().startswith(x + "/")
+                   for x in INSTRUCTOR_ONLY) or path == STUDENT_README:
+                continue
+            files.append(relative)
+    return sorted(files)
 
 
 def stub_functions(stubbed_source):

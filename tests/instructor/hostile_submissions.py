@@ -11,8 +11,11 @@ reached outside their own run, defeated the timeouts, or cheated in-process; the
 end (``SCORES_ZERO``, ``SCORES_PARTIAL``, ``AT_MOST_PARTIAL``, ``LOSES_ONE_TEST``, ``FLAGGED``)
 say what each must score or show.
 """
+import sys
 import textwrap
+from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[2]
 TARGET = "fp16_quantize"
 
 IN_FUNCTION = {
@@ -261,8 +264,9 @@ for _file in _pathlib.Path(__file__).resolve().parent.glob("tests/**/test_*.py")
 _os._exit(0)
 """
 
-# The reference's answers, given only to the inputs the public tests use (recognised by the
-# seed they start from: conftest.py seeds 0 before every test); anything else gets zeros.
+# The reference's answers, given only to the inputs the public tests use when a student runs
+# them (recognised by the seed they start from: 0); anything else gets zeros. Under the grader
+# the public tests start from a fresh seed: it earns less than full marks.
 ANSWER_CACHE = """
 import torch as _torch
 def _answers_recorded_for_public_inputs(function):
@@ -301,7 +305,7 @@ SCORES_ZERO += ("calibration_tamper", "reference_via_proc")
 SCORES_PARTIAL += ("detached_daemon", "hold_report_pipe")
 AT_MOST_PARTIAL = ("flood_fds",)  # its own flood slows its own tests: it may lose more
 LOSES_ONE_TEST = tuple(HANG_ONE_TEST)
-FLAGGED = ("patch_phase_outcome", "forge_with_secret", "answer_cache", "forge_report", "flood_fds")
+FLAGGED = ("patch_phase_outcome", "forge_with_secret", "forge_report", "flood_fds")
 PROCESS_NAMES = (DAEMON_NAME, HOLDER_NAME)
 
 
@@ -327,3 +331,102 @@ def hostile_source(reference, kind, stub=None):
 
 KINDS = (*IN_FUNCTION, *AT_IMPORT, *ON_TOP_OF_PARTIAL, *ON_TOP_OF_REFERENCE, *ON_TOP_OF_STUB,
          *HANG_ONE_TEST)
+
+
+# ---------------------------------------------------------------------------------------------
+# Answers recorded from the public tests and replayed (issue 20): a lookup table keyed by the
+# inputs themselves, recorded by running the public tests on the reference solution, with the
+# release's stubs behind it. Under the grader every graded point rests on fresh inputs, so it
+# must earn nothing; its worked examples (fixed inputs, no points) pass: it is flagged.
+# ---------------------------------------------------------------------------------------------
+
+REPLAYED = ("absmax_quantize", "absmax_dequantize", "fp16_quantize", "binary_quantize",
+            "ternary_quantize", "outlier_columns", "int8_vectorwise_matmul", "mixed_precision_forward")
+
+_KEY = '''
+import hashlib as _hashlib
+import torch as _torch
+
+
+def _key_part(value, digest):
+    if isinstance(value, _torch.Tensor):
+        value = value.detach().cpu().contiguous()
+        digest.update(f"{value.dtype}{tuple(value.shape)}".encode())
+        digest.update(value.view(-1).view(_torch.uint8).numpy().tobytes() if value.numel() else b"")
+    elif hasattr(value, "quantized_vector"):
+        _key_part(value.quantized_vector, digest)
+        _key_part(value.alpha, digest)
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            _key_part(item, digest)
+    else:
+        digest.update(repr(value).encode())
+
+
+def _key(name, args, kwargs):
+    digest = _hashlib.sha256(name.encode())
+    _key_part(list(args) + sorted(kwargs.items()), digest)
+    return digest.hexdigest()
+'''
+
+RECORDER = _KEY + '''
+
+import atexit as _atexit, os as _os
+_RECORDED = {}
+_atexit.register(lambda: _torch.save(_RECORDED, _os.environ["RECORD_ANSWERS_TO"]))
+
+
+def _recording(name, function):
+    def record(*args, **kwargs):
+        result = function(*args, **kwargs)
+        small = all(getattr(a, "numel", lambda: 0)() <= 4096 for a in args)
+        if small and len(_RECORDED) < 20000:
+            _RECORDED[_key(name, args, kwargs)] = result
+        return result
+    return record
+
+
+for _name in __NAMES__:
+    globals()[_name] = _recording(_name, globals()[_name])
+'''
+
+REPLAYER = _KEY + '''
+
+import base64 as _base64, io as _io
+_ANSWERS = _torch.load(_io.BytesIO(_base64.b64decode(__TABLE__)), weights_only=False)
+
+
+def _replaying(name, stub):
+    def replay(*args, **kwargs):
+        key = _key(name, args, kwargs)
+        return _ANSWERS[key] if key in _ANSWERS else stub(*args, **kwargs)
+    return replay
+
+
+for _name in __NAMES__:
+    globals()[_name] = _replaying(_name, globals()[_name])
+'''
+
+
+def record_public_answers(reference, workdir, root=ROOT):
+    """Run the public Exercise 1 tests on ``reference`` (``quantization.py``'s text) as a student
+    would (seed 0) and return every answer its functions gave, keyed by their inputs."""
+    import base64
+    import os
+    import shutil
+    import subprocess
+    tree = Path(workdir) / "recording"
+    shutil.copytree(root, tree, ignore=shutil.ignore_patterns(".git", "__pycache__", ".venv", "hidden",
+                                                              "instructor", "outputs", "release", "grades"))
+    (tree / "quantization.py").write_text(reference + "\n" + RECORDER.replace("__NAMES__", repr(REPLAYED)))
+    table = Path(workdir) / "answers.pt"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRADER_", "PYTEST_"))}
+    env["RECORD_ANSWERS_TO"] = str(table)
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "ex1_quantization",
+                    "tests/test_quantization.py"], cwd=tree, env=env, capture_output=True, timeout=1200)
+    return base64.b64encode(table.read_bytes()).decode()
+
+
+def replay_source(stub, table):
+    """``quantization.py`` that answers from ``table`` (``record_public_answers``), else the stub."""
+    return stub + "\n" + REPLAYER.replace("__NAMES__", repr(REPLAYED)).replace("__TABLE__", repr(table))

@@ -1,0 +1,32 @@
+"""Every wrong implementation of ``wrong_implementations.py`` loses points (a graded test fails).
+
+The catalogue check is fast (each mistake still applies to today's solution); running the
+mistakes is slow (one pytest run each) and runs in CI with ``--run-slow``.
+"""
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from wrong_implementations import KINDS, WRONG_IMPLEMENTATIONS, apply, first_failure  # noqa: E402
+
+pytestmark = pytest.mark.instructor
+
+
+def test_every_wrong_implementation_applies_to_the_solution():
+    for wrong in WRONG_IMPLEMENTATIONS:
+        assert wrong.kind in KINDS, f"{wrong.task}: unknown kind {wrong.kind!r}"
+        assert apply(wrong) != (Path(__file__).resolve().parents[2] / wrong.exercise.deliverable).read_text()
+    kinds = {wrong.kind for wrong in WRONG_IMPLEMENTATIONS}
+    assert kinds == set(KINDS), f"every kind of edge has a wrong implementation; missing {set(KINDS) - kinds}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("wrong", WRONG_IMPLEMENTATIONS, ids=lambda w: f"{w.task}-{w.kind}-{w.what[:40]}")
+def test_wrong_implementation_loses_points(wrong, tmp_path):
+    code, failed, output = first_failure(wrong, tmp_path)
+    assert code == 1 and failed, (
+        f"Exercise {wrong.task} written wrong ({wrong.what}) passed every public graded test "
+        f"(exit code {code}):\n{output[-2000:]}")
