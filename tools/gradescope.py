@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import grade  # noqa: E402
 from feedback import exercise_title, fix_first, is_hidden, safe_message, safe_note, short_test_name  # noqa: E402
-from given.manifest import BUILD_OUTPUTS, EXERCISES, PROJECT_ROOT  # noqa: E402
+from given.manifest import EXERCISES, PROJECT_ROOT, is_build_output  # noqa: E402
 
 GRADER_USER = "lab5grader"
 FALLBACK_UID = 64055            # the grader's uid where setup.sh's user does not exist
@@ -91,16 +91,15 @@ exec "$PYTHON" "$ROOT/source/tools/gradescope.py" run --root "$ROOT"
 # ----------------------------------------------------------------------------------------------
 
 def tree_files(root=PROJECT_ROOT, skip=()):
-    """Relative paths of the instructor tree's regular files (build outputs, ``.git`` and links
-    left out), sorted."""
-    ignored = (".git", *BUILD_OUTPUTS)
+    """Relative paths of the instructor tree's regular files (build outputs, Python environments,
+    ``.git`` and links left out), sorted."""
     files = []
     for folder, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not grade.is_ignored(d, ignored)
+        dirs[:] = sorted(d for d in dirs if d != ".git" and not is_build_output(Path(folder) / d)
                          and not os.path.islink(os.path.join(folder, d)))
         for name in sorted(names):
             path = Path(folder) / name
-            if grade.is_ignored(name, ignored) or path.is_symlink() or not path.is_file():
+            if is_build_output(path) or path.is_symlink() or not path.is_file():
                 continue
             if path.resolve() in skip:
                 continue

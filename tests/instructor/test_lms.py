@@ -367,9 +367,16 @@ def test_results_file_replaces_a_planted_link_without_following_it(tmp_path):
 
 def test_autograder_zip_holds_the_scripts_and_the_instructor_tree(tmp_path):
     zip_path = tmp_path / "autograder.zip"
-    gradescope.build(zip_path)
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(".git", "__pycache__", ".hypothesis"))
+    (tree / "tests" / "lms-test-env").mkdir()  # a virtual environment of any name stays out
+    (tree / "tests" / "lms-test-env" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (tree / "grades").mkdir(exist_ok=True)
+    (tree / "grades" / "alice.json").write_text("{}")
+    gradescope.build(zip_path, root=tree)
     with zipfile.ZipFile(zip_path) as archive:
         names = archive.namelist()
+        assert archive.read("quantization.py") == (ROOT / "quantization.py").read_bytes()
         modes = {i.filename: i.external_attr >> 16 for i in archive.infolist()}
         setup = archive.read("setup.sh").decode()
         run = archive.read("run_autograder").decode()
@@ -377,8 +384,8 @@ def test_autograder_zip_holds_the_scripts_and_the_instructor_tree(tmp_path):
     for name in ("tests/hidden/test_fresh_inputs.py", "tools/grade.py", "tools/gradescope.py",
                  "tools/autograde_plugin.py", "requirements.txt", *DELIVERABLES):
         assert name in names, name
-    assert "BEGIN SOLUTION" in zipfile.ZipFile(zip_path).read("quantization.py").decode(), "the reference, for calibration"
-    assert not [n for n in names if n.startswith((".git/", "grades/")) or "__pycache__" in n]
+    assert "BEGIN SOLUTION" in (ROOT / "quantization.py").read_text(), "the reference, for calibration"
+    assert not [n for n in names if n.startswith((".git/", "grades/", "tests/lms-test-env")) or "__pycache__" in n]
     assert "download.pytorch.org/whl/cpu" in setup and "requirements.txt" in setup
     assert "bubblewrap" in setup and "useradd" in setup and gradescope.GRADER_USER in setup
     assert "GRADESCOPE_ROOT" in run and "gradescope.py\" run" in run
