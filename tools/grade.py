@@ -69,6 +69,11 @@ from given.manifest import (BUILD_OUTPUTS, DELIVERABLE_OF, DELIVERABLES, PROJECT
                             SHARED_DATA_DIR, is_python_environment)
 from solution_markers import strip_python_solutions  # noqa: E402
 
+try:  # instructor-only (not in the student release): Canvas / Moodle imports, feedback pages
+    import lms_exports
+except ImportError:
+    lms_exports = None
+
 EXERCISES = DELIVERABLE_OF  # exercise marker -> the file it grades
 NOT_COPIED = (".git", *BUILD_OUTPUTS)
 HIDDEN_TESTS = "tests/hidden/"
@@ -1188,6 +1193,8 @@ def build_parser():
     parser.add_argument("--classroom-output", type=Path,
                         help="with --self: append 'result=<base64 JSON>' for GitHub Classroom's "
                              "reporter to this file (the step's $GITHUB_OUTPUT)")
+    if lms_exports is not None:
+        lms_exports.add_arguments(parser)
     return parser
 
 
@@ -1221,6 +1228,8 @@ def parse_args(argv):
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         parser.error(f"several submissions share a name (reports would collide): {duplicates}")
+    if lms_exports is not None:
+        lms_exports.check_arguments(parser, options, names)
     memory = available_memory()
     if memory and options.jobs * options.memory_limit * GiB > memory:
         print(f"warning: --jobs {options.jobs} x --memory-limit {options.memory_limit:g} GiB is more "
@@ -1343,6 +1352,8 @@ def main(argv=None):
     print_summary([r for r in reports if r["submission"] in names], calibration.exercises)
     write_csv(reports, calibration.exercises, options.out / "grades.csv")
     print(f"\nreports: {options.out}/<submission>.json, {options.out / 'grades.csv'}")
+    if lms_exports is not None:
+        lms_exports.write_outputs(options, reports)
     print(f"grader peak memory: {peak_memory_mib()} MiB")
     changed = tampered_files(instructor_before, instructor_tree_digests(options.out))
     if changed:
