@@ -50,6 +50,7 @@ def is_build_output(path):
     path = Path(path)
     return any(fnmatch.fnmatch(path.name, pattern) for pattern in BUILD_OUTPUTS) or is_python_environment(path)
 
+
 INSTRUCTOR_ONLY = (".git", ".ci", "docs", "tests/hidden", "tests/instructor",
                    "tools/release.py", "tools/classroom_workflow.py", "tools/make_offline_bert.py",
                    "tools/gradescope.py", "tools/lms_exports.py", "tools/feedback.py")
