@@ -13,9 +13,12 @@ that the network hardly notices. This module has three families, from finest to 
   them (2.3) changes nothing about speed; cutting them out of the weight matrices (2.5, 2.6) makes a
   BERT really smaller and faster.
 
+After pruning, a short fine-tune of the remaining weights wins back most of the lost quality
+(Exercise 2.7, ``masked_finetune_step``), as long as every pruned weight stays exactly zero.
+
 Given code that applies your masks and cuts to whole models lives in ``given/``:
 ``given/pruning_tools.py`` (``prune_output_neurons``, ``apply_nm_pruning``, ``to_semi_structured``,
-``sparsity``), ``given/bert_surgery.py`` (``shrink_bert``, ``load_shrunk_bert``) and
+``sparsity``, ``pruning_masks``), ``given/bert_surgery.py`` (``shrink_bert``, ``load_shrunk_bert``) and
 ``given/sizes.py`` (``size_report``: what pruning really saves).
 
 Conventions used throughout:
@@ -34,7 +37,7 @@ Conventions used throughout:
 import torch
 from torch import nn
 
-from given.checks import check_fraction, check_head_positions, check_kept_indices
+from given.checks import check_finetune_arguments, check_fraction, check_head_positions, check_kept_indices
 from given.torch_utils import apply_mask, matching_modules
 
 
@@ -291,4 +294,56 @@ def remove_attention_heads(attention, heads):
     self_attention.num_attention_heads = kept_heads
     self_attention.all_head_size = kept_heads * head_size
     return attention
+    # END SOLUTION
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tuning a pruned model with its mask kept (Exercise 2.7)
+# ---------------------------------------------------------------------------------------------
+
+def masked_finetune_step(model, masks, inputs, labels, optimizer):
+    """One masked-LM training step of a pruned model in which every pruned weight stays exactly zero.
+
+    Pruning costs quality; a short fine-tune of the weights that remain wins most of it back (Han et
+    al. 2015, "Learning both Weights and Connections"), provided the pruned weights stay pruned.
+
+    1. ``model.train()``, then discard old gradients (``optimizer.zero_grad()``).
+    2. Forward and backward: ``loss = model(**inputs, labels=labels).loss`` (Hugging Face's
+       masked-LM cross-entropy over the positions whose label is not -100), ``loss.backward()``.
+    3. ``optimizer.step()``.
+    4. Multiply every masked parameter by its mask again, in place and without autograd.
+
+    The trap is step 4. Zeroing the gradients of the pruned weights is not enough: AdamW moves a
+    weight by its running moment estimates, so a weight that had gradients before it was pruned (a
+    model trained before pruning, or pruned again between rounds) keeps moving after its gradient
+    is zero. Only masking the weights *after* the step keeps them at zero, whatever the optimizer.
+
+    Args:
+        model: a ``...ForMaskedLM`` (it computes the loss when given ``labels``); trained in place
+            and left in training mode.
+        masks: ``{parameter name: bool tensor of that parameter's shape}``, ``True`` = kept, as
+            ``given.pruning_tools.pruning_masks(model)`` returns for the zeros of a pruned model.
+            Names are those of ``model.named_parameters()``; parameters not named are not masked.
+        inputs: dict of model inputs (``input_ids``, ``attention_mask``), int64 (batch, length).
+        labels: int64 (batch, length): the token to predict, -100 where nothing is scored.
+        optimizer: any ``torch.optim`` optimizer over the model's parameters, e.g.
+            ``torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)``.
+
+    Returns:
+        The loss of this step (before the update), a Python float (``loss.item()``).
+    """
+    check_finetune_arguments(model, masks, inputs, labels)
+    # Hint: dict(model.named_parameters()) finds each masked parameter by name; under
+    # torch.no_grad(), parameter.mul_(mask) zeros it in place.
+    # BEGIN SOLUTION Exercise 2.7: one fine-tuning step that keeps every pruned weight at zero (re-mask after the step)
+    model.train()
+    optimizer.zero_grad()
+    loss = model(**inputs, labels=labels).loss
+    loss.backward()
+    optimizer.step()
+    parameters = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, mask in masks.items():
+            parameters[name].mul_(mask)
+    return loss.item()
     # END SOLUTION

@@ -25,14 +25,21 @@ map the small integers back to the original range. This module builds the pieces
 3. ``given/quantized_linear.py`` (given code: ``QuantizedLinear``, ``quantize_model``) puts your
    functions inside a real BERT, so the notebook can measure your own LLM.int8().
 
+4. Granularity: ``groupwise_quantize`` gives every group of ``group_size`` consecutive weights of
+   a row its own absmax scale at 2 to 8 bits (as GPTQ and AWQ store 4-bit weights), and
+   ``kmeans_quantize`` replaces every weight by the index of one of ``2 ** bits`` centroids that
+   k-means places where the weights are (Deep Compression's codebooks).
+
 Exercises (each stub raises ``NotImplementedError("Exercise 1.N: ...")``):
     1.1 ``absmax_quantize``   1.2 ``absmax_dequantize``   1.3 ``fp16_quantize``
     1.4 ``binary_quantize``   1.5 ``ternary_quantize``    1.6 ``outlier_columns``
     1.7 ``int8_vectorwise_matmul``                        1.8 ``mixed_precision_forward``
+    1.9 ``groupwise_quantize``, ``groupwise_dequantize``  1.10 ``kmeans_quantize``
 """
 import torch
 
-from given.checks import check_floating_tensor, check_matmul_arguments
+from given.checks import (check_floating_tensor, check_groupwise_arguments, check_groupwise_dequantize_arguments,
+                          check_kmeans_arguments, check_matmul_arguments)
 from given.matmul import FP16_MAX, fp16_matmul, int8_matmul_int32
 from given.quantized_vector import QUANTIZATION_FORMATS, QuantizedVector  # noqa: F401 (your formats in one object)
 
@@ -309,4 +316,125 @@ def mixed_precision_forward(input, weight, threshold=6.0):
             outlier_rows = outlier_rows.dequantize()
         fp16_matmul(x[:, is_outlier], outlier_rows, add_to=result)
     return result.reshape(*leading, out_features)
+    # END SOLUTION
+
+
+# ----------------------------------------------------------------------------------------------
+# Granularity: one scale per group of weights (Exercise 1.9), a codebook (Exercise 1.10)
+# ----------------------------------------------------------------------------------------------
+# One scale for a whole tensor wastes levels: a single large weight stretches the grid for all the
+# others. One scale per row (per output channel: your 1.1 with dim=1) is better, and one per group
+# of 32-128 consecutive weights of a row (as GPTQ and AWQ use at 4 bits) better still, for a few
+# bits more per weight: a float32 scale per group of 128 costs 32 / 128 = 0.25 bits per weight.
+
+def groupwise_quantize(v, bits=4, group_size=128):
+    """Symmetric absmax quantization with one scale per group of ``group_size`` consecutive values.
+
+    Each row of ``v`` is cut into ``k // group_size`` groups ``v[i, g*group_size : (g+1)*group_size]``;
+    every group gets its own absmax scale, as ``absmax_quantize`` gives a whole vector, but with
+    ``qmax = 2 ** (bits - 1) - 1`` levels on each side of zero (7 for 4 bits, 127 for 8 bits):
+
+        alpha[i, g] = qmax / max|group|        q = clamp(round(v * alpha of its group), -qmax, qmax)
+
+    Example (bits=4, group_size=2): ``[[0.5, -1.0, 2.0, 0.25]]`` has groups ``[0.5, -1.0]`` and
+    ``[2.0, 0.25]``, ``alpha = [[7.0, 3.5]]`` and ``q = [[4, -7, 7, 1]]`` (``round(3.5) = 4``, ties
+    to even; ``round(0.875) = 1``).
+
+    With ``group_size = k`` this is per-row (per-channel) quantization; at 8 bits it equals
+    ``absmax_quantize(v, dim=1)``.
+
+    Args:
+        v: float (n, k) tensor, finite; for an ``nn.Linear`` pass its weight (out, in), so groups
+            run along the input dimension as in GPTQ and AWQ.
+        bits: 2 to 8 (the values are stored in int8).
+        group_size: values per group, >= 1; ``k`` must be a multiple of it (else a ``ValueError``).
+
+    Returns:
+        ``(q, alpha)``: ``q`` int8 (n, k) in [-qmax, qmax]; ``alpha`` float32 (n, k // group_size).
+        An all-zero group gives ``q = 0`` and a finite ``alpha`` (clamp ``max|group|`` with
+        ``SMALLEST_RANGE``), never NaN.
+    """
+    check_groupwise_arguments(v, bits, group_size)
+    # Hint: v.reshape(n, k // group_size, group_size) puts each group on the last dimension; take
+    # its max |v| there (keepdim=True broadcasts), then reshape q back to (n, k).
+    # BEGIN SOLUTION Exercise 1.9: group-wise quantization (alpha = qmax / max|group| per group of group_size)
+    rows, columns = v.shape
+    qmax = 2 ** (bits - 1) - 1
+    groups = v.to(torch.float32).reshape(rows, columns // group_size, group_size)
+    max_abs = groups.abs().amax(dim=-1, keepdim=True).clamp_min(SMALLEST_RANGE)
+    alpha = qmax / max_abs
+    q = torch.round(groups * alpha).clamp(-qmax, qmax).to(torch.int8)
+    return q.reshape(rows, columns), alpha.squeeze(-1)
+    # END SOLUTION
+
+
+def groupwise_dequantize(q, alpha):
+    """Inverse of ``groupwise_quantize``: each value divided by its group's scale.
+
+    Args:
+        q: int8 (n, k). alpha: float (n, groups); the group size is ``k // groups``.
+
+    Returns:
+        float32 (n, k): ``q[i, j] / alpha[i, j // group_size]``.
+    """
+    check_groupwise_dequantize_arguments(q, alpha)
+    # BEGIN SOLUTION Exercise 1.9: group-wise dequantization (q / alpha of its group, float32)
+    rows, columns = q.shape
+    groups = alpha.shape[1]
+    grouped = q.to(torch.float32).reshape(rows, groups, columns // groups)
+    return (grouped / alpha.to(torch.float32).unsqueeze(-1)).reshape(rows, columns)
+    # END SOLUTION
+
+
+def nearest_centroid(values, codebook):
+    """Index (int64) of the nearest centroid of ``codebook`` for each of the 1-D ``values``; the
+    lower index on a tie. Memory: one (values, centroids) distance matrix."""
+    return (values[:, None] - codebook[None, :]).abs().argmin(dim=1)
+
+
+def kmeans_quantize(v, bits=4, iterations=20):
+    """Codebook quantization (Deep Compression, Han et al. 2016): k-means on the values of ``v``.
+
+    Every value is replaced by the index of one of ``2 ** bits`` centroids (the codebook); a layer
+    then stores ``bits`` per weight plus the codebook. Lloyd's algorithm, on all values of ``v``
+    together (one codebook per tensor):
+
+    1. Initialise the centroids evenly spaced from ``min(v)`` to ``max(v)``, both included
+       (``torch.linspace``: Deep Compression's linear initialisation, and the same-bits uniform grid).
+    2. Repeat ``iterations`` times:
+       a. assign every value to its nearest centroid (a value exactly halfway between two goes to
+          the lower index, as ``torch.argmin`` does);
+       b. move every centroid to the mean of the values assigned to it; a centroid whose cluster is
+          empty keeps its value (never NaN, never 0).
+    3. Assign every value to its nearest centroid of the final codebook: these are the indices.
+
+    Deterministic (no random initialisation). Each step can only lower the squared error
+    ``sum((codebook[indices] - v) ** 2)``, so it is never above that of the uniform grid of step 1
+    (up to float32 rounding: the mean of three copies of 170.9154 may come out one ulp off).
+
+    Args:
+        v: float tensor of any shape (non-empty, finite).
+        bits: 1 to 8: ``2 ** bits`` centroids, indices stored in uint8.
+        iterations: number of assign-and-update rounds, >= 0 (0: the uniform grid).
+
+    Returns:
+        ``(codebook, indices)``: ``codebook`` float32 (2 ** bits,); ``indices`` uint8 with ``v``'s
+        shape, so ``codebook[indices.long()]`` reconstructs ``v`` (as float32).
+    """
+    check_kmeans_arguments(v, bits, iterations)
+    # Hint: work on values = v.reshape(-1) as float32; nearest_centroid (above) assigns.
+    # torch.bincount(assignment, minlength=2 ** bits) counts each cluster's values,
+    # torch.zeros(2 ** bits).index_add_(0, assignment, values) sums them, and torch.where keeps
+    # the old centroid where the count is 0.
+    # BEGIN SOLUTION Exercise 1.10: k-means codebook quantization (linear init from min to max, Lloyd iterations)
+    values = v.detach().reshape(-1).to(torch.float32)
+    centroid_count = 2 ** bits
+    codebook = torch.linspace(float(values.min()), float(values.max()), centroid_count,
+                              dtype=torch.float32, device=values.device)
+    for _ in range(iterations):
+        assignment = nearest_centroid(values, codebook)
+        counts = torch.bincount(assignment, minlength=centroid_count)
+        sums = torch.zeros_like(codebook).index_add_(0, assignment, values)
+        codebook = torch.where(counts > 0, sums / counts.clamp_min(1), codebook)
+    return codebook, nearest_centroid(values, codebook).to(torch.uint8).reshape(v.shape)
     # END SOLUTION

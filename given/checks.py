@@ -236,3 +236,85 @@ def check_known_keywords(given, known, what, examples=()):
     unknown = sorted(set(given) - set(known))
     if unknown:
         raise TypeError(f"unknown {what} {unknown}" + (f"; e.g. {', '.join(examples)}" if examples else ""))
+
+
+def check_bits(bits, low, high, what):
+    """An integer bit width in ``[low, high]`` (``what`` names the format in the message)."""
+    if not (is_integer(bits) and low <= bits <= high):
+        raise ValueError(f"bits must be an integer from {low} to {high} for {what}, got {bits!r}")
+    return int(bits)
+
+
+def check_groupwise_arguments(v, bits, group_size):
+    """The arguments of ``groupwise_quantize``: a finite float (n, k) tensor, bits from 2 to 8
+    (``2 ** (bits - 1) - 1`` levels each side of 0: bits=1 would leave none), and a group size
+    that divides k."""
+    check_floating_tensor(v, "v")
+    check_bits(bits, 2, 8, "group-wise quantization (int8 values, 2 ** (bits - 1) - 1 levels each side of 0)")
+    check_positive_integer(group_size, "group_size")
+    if v.dim() != 2:
+        raise ValueError(f"v must be a 2-D (n, k) tensor whose rows are cut into groups, got shape "
+                         f"{tuple(v.shape)}")
+    if v.shape[1] % group_size != 0:
+        divisors = [d for d in (32, 64, 128, v.shape[1]) if v.shape[1] % d == 0]
+        raise ValueError(f"the rows of v have {v.shape[1]} values, not a multiple of group_size="
+                         f"{group_size}: every group must be whole (group sizes that fit: {divisors})")
+
+
+def check_groupwise_dequantize_arguments(q, alpha):
+    """The arguments of ``groupwise_dequantize``: int8 ``q`` (n, k) and float ``alpha``
+    (n, k // group_size), so that the group size ``k // alpha.shape[1]`` is whole."""
+    if not (isinstance(q, torch.Tensor) and q.dtype == torch.int8 and q.dim() == 2):
+        raise TypeError(f"q must be a 2-D int8 tensor (n, k), got "
+                        f"{getattr(q, 'dtype', type(q).__name__)} of shape {tuple(getattr(q, 'shape', ()))}")
+    if not (isinstance(alpha, torch.Tensor) and alpha.is_floating_point() and alpha.dim() == 2):
+        raise TypeError(f"alpha must be a 2-D float tensor (n, k // group_size), got "
+                        f"{getattr(alpha, 'dtype', type(alpha).__name__)} of shape "
+                        f"{tuple(getattr(alpha, 'shape', ()))}")
+    if alpha.shape[0] != q.shape[0] or alpha.shape[1] == 0 or q.shape[1] % alpha.shape[1] != 0:
+        raise ValueError(f"q {tuple(q.shape)} and alpha {tuple(alpha.shape)} do not match: alpha must have "
+                         f"q's rows and one column per group, a whole number of groups per row")
+
+
+def check_kmeans_arguments(v, bits, iterations):
+    """The arguments of ``kmeans_quantize``: a finite float tensor, bits from 1 to 8 (the indices are
+    uint8: at most 256 centroids), and a number of iterations >= 0."""
+    check_floating_tensor(v, "v")
+    check_bits(bits, 1, 8, "k-means quantization (uint8 indices: at most 2 ** 8 centroids)")
+    if not (is_integer(iterations) and iterations >= 0):
+        raise ValueError(f"iterations must be an integer >= 0 (0: the uniform grid itself), got {iterations!r}")
+    return int(iterations)
+
+
+def check_finetune_arguments(model, masks, inputs, labels):
+    """The arguments of ``masked_finetune_step``: ``masks`` maps names of ``model``'s parameters to
+    bool tensors of their shapes; ``inputs`` is a dict with ``input_ids`` (batch, length), and
+    ``labels`` an integer tensor of that shape (-100 = not scored)."""
+    if not isinstance(masks, dict):
+        raise TypeError(f"masks must be a dict {{parameter name: bool mask}} (see given.pruning_tools."
+                        f"pruning_masks), got {type(masks).__name__}")
+    parameters = dict(model.named_parameters())
+    for name, mask in masks.items():
+        if name not in parameters:
+            close = [p for p in parameters if p.endswith(str(name)) or str(name).endswith(p)][:3]
+            raise ValueError(f"masks names {name!r}, which is not a parameter of the model"
+                             + (f" (did you mean {close}?)" if close else
+                                " (keys are model.named_parameters() names, e.g. "
+                                f"{next(iter(parameters), '')!r})"))
+        if not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool
+                and mask.shape == parameters[name].shape):
+            raise ValueError(f"masks[{name!r}] must be a bool tensor of shape {tuple(parameters[name].shape)} "
+                             f"(True = kept), got {getattr(mask, 'dtype', type(mask).__name__)} of shape "
+                             f"{tuple(getattr(mask, 'shape', ()))}")
+    if not (isinstance(inputs, dict) and isinstance(inputs.get("input_ids"), torch.Tensor)):
+        raise TypeError("inputs must be a dict with at least 'input_ids' (and usually 'attention_mask'), "
+                        f"as the model takes them; got {type(inputs).__name__}")
+    if "labels" in inputs:
+        raise ValueError("pass the labels as the labels argument, not inside inputs")
+    if not (isinstance(labels, torch.Tensor) and not labels.is_floating_point() and labels.dtype != torch.bool
+            and labels.shape == inputs["input_ids"].shape):
+        raise ValueError(f"labels must be an integer tensor of input_ids' shape {tuple(inputs['input_ids'].shape)} "
+                         f"(-100 = not scored), got {getattr(labels, 'dtype', type(labels).__name__)} of shape "
+                         f"{tuple(getattr(labels, 'shape', ()))}")
+    if not bool((labels != -100).any()):
+        raise ValueError("labels score no position (all are -100): the loss would be NaN")

@@ -271,3 +271,291 @@ def component_shares(model, batch, *, warmup=2, repeats=5):
     table["time_share"] = table["time_ms"] / table["time_ms"].sum()
     table["ceiling"] = 1 / (1 - table["time_share"]).clip(lower=1e-9)
     return table[["size_mb", "size_share", "time_ms", "time_share", "ceiling"]]
+
+
+# ----------------------------------------------------------------------------------------------
+# Granularity: per-tensor, per-channel, per-group and k-means weights (your 1.1, 1.9, 1.10)
+# ----------------------------------------------------------------------------------------------
+
+GRANULARITY_SCHEMES = ("per-tensor", "per-channel", "per-group", "k-means")
+SCALE_BITS = 32
+"""Every scale and every codebook entry is stored as one float32."""
+
+
+def quantizable_linears(model):
+    """``(name, module)`` of every ``nn.Linear`` of ``model`` whose weight is its own: the layers
+    ``quantize_model`` quantizes (BERT's MLM decoder shares the word embeddings: left in float)."""
+    tied = _tied_parameter_ids(model)
+    return [(name, module) for name, module in model.named_modules()
+            if isinstance(module, nn.Linear) and id(module.weight) not in tied]
+
+
+def quantize_weight(weight, scheme, bits, group_size=None, iterations=20):
+    """``weight`` (out, in) quantized by ``scheme`` and restored to float32, and the bits it stores.
+
+    - "per-tensor": one absmax scale for the whole matrix (at 8 bits your ``absmax_quantize``
+      with ``dim=None``, else your ``groupwise_quantize`` with the matrix as one group);
+    - "per-channel": one scale per output row (your ``absmax_quantize(dim=1)`` at 8 bits, else
+      ``groupwise_quantize`` with ``group_size = in``);
+    - "per-group": your ``groupwise_quantize`` with ``group_size`` consecutive input weights per scale;
+    - "k-means": your ``kmeans_quantize``, one codebook of ``2 ** bits`` float32 centroids.
+
+    Returns:
+        ``(restored, stored_bits)``: float32 of ``weight``'s shape; ``bits`` per value plus
+        ``SCALE_BITS`` per scale or centroid.
+    """
+    from quantization import (absmax_dequantize, absmax_quantize, groupwise_dequantize, groupwise_quantize,
+                              kmeans_quantize)  # your Exercise 1
+
+    if scheme not in GRANULARITY_SCHEMES:
+        raise ValueError(f"scheme must be one of {GRANULARITY_SCHEMES}, got {scheme!r}")
+    w = weight.detach().to(torch.float32)
+    rows, columns = w.shape
+    if scheme == "k-means":
+        codebook, indices = kmeans_quantize(w, bits=bits, iterations=iterations)
+        return codebook[indices.long()], w.numel() * bits + SCALE_BITS * codebook.numel()
+    if scheme in ("per-tensor", "per-channel") and bits == 8:
+        q, alpha = absmax_quantize(w, dim=None if scheme == "per-tensor" else 1)
+        return absmax_dequantize(q, alpha), w.numel() * bits + SCALE_BITS * alpha.numel()
+    if scheme == "per-tensor":
+        q, alpha = groupwise_quantize(w.reshape(1, -1), bits=bits, group_size=w.numel())
+        return groupwise_dequantize(q, alpha).reshape(rows, columns), w.numel() * bits + SCALE_BITS
+    group_size = columns if scheme == "per-channel" else group_size
+    q, alpha = groupwise_quantize(w, bits=bits, group_size=group_size)
+    return groupwise_dequantize(q, alpha), w.numel() * bits + SCALE_BITS * alpha.numel()
+
+
+def quantize_linear_weights(model, scheme, bits, group_size=None, iterations=20):
+    """Replace every quantizable Linear weight of ``model`` by its quantized-and-restored values,
+    in place ("fake quantization": the numbers a quantized model computes with, kept in float32).
+
+    Returns:
+        ``(model, stats)``: ``stats`` has ``bits_per_weight`` (stored bits over all those weights,
+        scales and codebooks included) and ``weight_error``: ``||W_q - W|| / ||W||`` over all of them.
+    """
+    stored_bits = values = error_squared = norm_squared = 0
+    for _, linear in quantizable_linears(model):
+        restored, bits_stored = quantize_weight(linear.weight, scheme, bits, group_size, iterations)
+        original = linear.weight.detach().to(torch.float32)
+        error_squared += float((restored - original).double().pow(2).sum())
+        norm_squared += float(original.double().pow(2).sum())
+        stored_bits += bits_stored
+        values += original.numel()
+        with torch.no_grad():
+            linear.weight.copy_(restored.to(linear.weight.dtype))
+    return model, {"bits_per_weight": stored_bits / values, "weight_error": (error_squared / norm_squared) ** 0.5}
+
+
+def granularity_configurations(bits=(4, 8), group_sizes=(32, 64, 128), kmeans_bits=(4,)):
+    """``(scheme, bits, group_size)`` of the granularity study, coarsest first."""
+    configurations = []
+    for b in bits:
+        configurations += [("per-tensor", b, None), ("per-channel", b, None)]
+        configurations += [("per-group", b, g) for g in sorted(group_sizes, reverse=True)]
+    return configurations + [("k-means", b, None) for b in kmeans_bits]
+
+
+def granularity_label(scheme, bits, group_size=None):
+    """Short name of one configuration, e.g. ``"4-bit per-group 64"``, ``"4-bit k-means"``."""
+    return f"{bits}-bit {scheme}" + (f" {group_size}" if group_size else "")
+
+
+def granularity_study(model, eval_set, *, bits=(4, 8), group_sizes=(32, 64, 128), kmeans_bits=(4,),
+                      iterations=20, batch_size=32):
+    """Quantize a copy of ``model``'s Linear weights by each granularity and measure it.
+
+    Returns:
+        A pandas DataFrame, one row per configuration (``granularity_configurations``):
+        ``technique``, ``scheme``, ``bits``, ``group_size``, ``bits_per_weight`` (scales and
+        codebooks included), ``weight_error`` and ``perplexity``.
+    """
+    import pandas as pd
+
+    rows = []
+    for scheme, b, group_size in granularity_configurations(bits, group_sizes, kmeans_bits):
+        quantized, stats = quantize_linear_weights(copy.deepcopy(model), scheme, b, group_size, iterations)
+        perplexity = masked_lm_perplexity(quantized, eval_set, batch_size=batch_size)["perplexity"]
+        rows.append({"technique": granularity_label(scheme, b, group_size), "scheme": scheme, "bits": b,
+                     "group_size": group_size, **stats, "perplexity": perplexity})
+        del quantized
+    return pd.DataFrame(rows)
+
+
+GRANULARITY_STYLES = {"per-tensor": ("tab:red", "v"), "per-channel": ("tab:orange", "s"),
+                      "per-group": ("tab:blue", "o"), "k-means": ("tab:green", "D")}
+
+
+def plot_granularity(table, path=None, *, reference=None, model=None):
+    """Perplexity (log scale) against stored bits per weight, one panel per bit width of
+    ``granularity_study``'s table, one marker per configuration; ``reference`` (FP32) dashed.
+    Each panel has its own scales, so the 8-bit differences are not flattened by the 4-bit ones."""
+    import matplotlib.pyplot as plt
+
+    from given.evaluation import _plain_log_axis, _save, _subtitle
+
+    widths = sorted(table["bits"].unique())
+    fig, axes = plt.subplots(1, len(widths), figsize=(5.2 * len(widths), 5.2), squeeze=False)
+    for ax, b in zip(axes[0], widths):
+        panel = table[table["bits"] == b]
+        for scheme, points in panel.groupby("scheme", sort=False):
+            color, marker = GRANULARITY_STYLES.get(scheme, (None, "o"))
+            points = points.sort_values("bits_per_weight")
+            ax.plot(points["bits_per_weight"], points["perplexity"], marker=marker, color=color, markersize=8,
+                    linestyle=":" if scheme == "per-group" else "none", label=scheme)
+            if scheme == "per-group":
+                for _, row in points.iterrows():
+                    ax.annotate(f"groups of {int(row['group_size'])}", (row["bits_per_weight"], row["perplexity"]),
+                                textcoords="offset points", xytext=(0, -15), ha="center", fontsize=8, color=color)
+        if reference is not None:
+            ax.axhline(reference, linestyle="--", color="gray", linewidth=1, label=f"FP32: {reference:,.1f}")
+        _plain_log_axis(ax, list(panel["perplexity"]) + ([reference] if reference is not None else []), min_ratio=1.5)
+        low, high = panel["bits_per_weight"].min(), panel["bits_per_weight"].max()
+        ax.set_xlim(low - 0.15 * (high - low) - 0.05, high + 0.15 * (high - low) + 0.05)
+        ax.set(title=f"{b}-bit values", xlabel="stored bits per weight (values + float32 scales or codebook)",
+               ylabel="masked-LM perplexity (log scale)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Quantization granularity: perplexity vs bits per weight\n" + _subtitle(table, model), fontsize=10)
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Prune, then fine-tune with the mask kept (your 2.7), and sparsity chosen per layer
+# ----------------------------------------------------------------------------------------------
+
+def finetune_pruned(model, batches, *, learning_rate=1e-4, weight_decay=0.01, train_embeddings=False):
+    """Fine-tune a pruned ``BertForMaskedLM`` on masked-LM ``batches`` with your ``masked_finetune_step``.
+
+    The masks are the model's zeros now (``pruning_masks``); the optimizer is
+    ``AdamW(lr=learning_rate, weight_decay=weight_decay)`` over the encoder and the MLM head's
+    transform. The embeddings (and so the tied decoder) stay frozen unless ``train_embeddings``:
+    pruning touched only the encoder, and freezing 30,522 x hidden weights makes each step cheaper.
+
+    Returns:
+        ``(model, losses)``: the model in eval mode, fine-tuned in place, and each step's loss.
+    """
+    from given.pruning_tools import pruning_masks
+    from pruning import masked_finetune_step  # your Exercise 2.7
+
+    masks = pruning_masks(model)
+    frozen = [] if train_embeddings else list(model.bert.embeddings.parameters())
+    for parameter in frozen:
+        parameter.requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=weight_decay)
+    device = next(model.parameters()).device
+    losses = []
+    try:
+        for batch in batches:
+            inputs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}
+            losses.append(masked_finetune_step(model, masks, inputs, batch["labels"].to(device), optimizer))
+    finally:
+        for parameter in frozen:
+            parameter.requires_grad_(True)
+    return model.eval(), losses
+
+
+def prune_then_finetune(model, eval_set, batches, *, fractions=(0.2, 0.4, 0.6, 0.8), structured=(0.4,),
+                        learning_rate=1e-4, batch_size=32):
+    """Perplexity of ``model`` pruned (``prune_copy``: "local" at each of ``fractions``,
+    "structured" at each of ``structured``), before and after ``finetune_pruned`` on ``batches``.
+
+    Every pruned copy is fine-tuned on the same batches, in the same order.
+
+    Returns:
+        A pandas DataFrame, one row per pruned model: ``method``, ``fraction``, ``removed``,
+        ``perplexity_pruned``, ``perplexity_finetuned``, ``first_loss``, ``last_loss``.
+    """
+    import pandas as pd
+
+    rows = []
+    for method, method_fractions in (("local", fractions), ("structured", structured)):
+        for fraction in method_fractions:
+            pruned, removed = prune_copy(model, method, fraction)
+            before = masked_lm_perplexity(pruned, eval_set, batch_size=batch_size)["perplexity"]
+            pruned, losses = finetune_pruned(pruned, batches, learning_rate=learning_rate)
+            if method == "local" and sparsity(pruned.bert.encoder, nn.Linear) < removed - 1e-9:
+                raise RuntimeError(f"fine-tuning revived pruned weights: sparsity {removed:.3f} -> "
+                                   f"{sparsity(pruned.bert.encoder, nn.Linear):.3f}")
+            after = masked_lm_perplexity(pruned, eval_set, batch_size=batch_size)["perplexity"]
+            rows.append({"method": method, "fraction": fraction, "removed": removed, "perplexity_pruned": before,
+                         "perplexity_finetuned": after, "first_loss": losses[0], "last_loss": losses[-1]})
+            del pruned
+    return pd.DataFrame(rows)
+
+
+def plot_finetune_recovery(table, path=None, *, reference=None, model=None):
+    """Perplexity against the fraction of encoder weights removed, pruned only (dashed) and after
+    the masked fine-tune (solid), per method; ``reference`` (unpruned) as a dashed gray line."""
+    import matplotlib.pyplot as plt
+
+    from given.evaluation import PRUNING_STYLES, _plain_log_axis, _save, _subtitle
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for method, points in table.groupby("method", sort=False):
+        color, marker = PRUNING_STYLES.get(method, (None, "o"))
+        points = points.sort_values("removed")
+        x = 100 * points["removed"]
+        ax.plot(x, points["perplexity_pruned"], marker=marker, color=color, linestyle="--", fillstyle="none",
+                label=f"{method}: pruned")
+        ax.plot(x, points["perplexity_finetuned"], marker=marker, color=color, label=f"{method}: pruned, then fine-tuned")
+        for xi, before, after in zip(x, points["perplexity_pruned"], points["perplexity_finetuned"]):
+            ax.annotate("", xy=(xi, after), xytext=(xi, before),
+                        arrowprops=dict(arrowstyle="->", color=color, alpha=0.5, linewidth=1))
+    if reference is not None:
+        ax.axhline(reference, linestyle="--", color="gray", linewidth=1, label=f"unpruned: {reference:,.1f}")
+    values = list(table["perplexity_pruned"]) + list(table["perplexity_finetuned"])
+    _plain_log_axis(ax, values + ([reference] if reference is not None else []))
+    ax.set_xlim(0, 100)
+    ax.set(xlabel="encoder Linear weights removed (%)", ylabel="masked-LM perplexity (log scale)")
+    ax.set_title("Prune, then fine-tune with the mask kept\n" + _subtitle(table, model), fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=9)
+    return _save(fig, path)
+
+
+def sensitivity_sparsities(sensitivity, target, *, spread=0.2, reference=None, maximum=0.95):
+    """Per-layer pruning fractions from a one-layer-at-a-time scan (``layer_sensitivity``), whose
+    weighted mean is ``target``: the least sensitive layers get up to ``target + spread``, the
+    most sensitive down to ``target - spread`` (MIT 6.5940's sensitivity analysis, in its
+    simplest form: by rank).
+
+    Layers are ranked by the perplexity the scan measured with that layer pruned; fractions run
+    linearly from high (least sensitive) to low, are clipped to [0, ``maximum``], and are shifted
+    together until the mean weighted by each layer's weight count is ``target`` exactly.
+
+    Returns:
+        A pandas DataFrame: the scan's ``layer``, ``module``, ``weights``, ``perplexity``, and the
+        chosen ``fraction``.
+    """
+    import numpy as np
+
+    check_fraction(target, "target")
+    table = sensitivity[["layer", "module", "weights", "perplexity"]].copy()
+    ranks = table["perplexity"].rank(method="first").to_numpy() - 1  # 0 = least sensitive
+    base = target + spread * (1 - 2 * ranks / max(len(table) - 1, 1))
+    weights = table["weights"].to_numpy(dtype=float)
+
+    def mean_with(shift):
+        return float(np.average(np.clip(base + shift, 0.0, maximum), weights=weights))
+
+    low, high = -1.0, 1.0
+    for _ in range(60):  # bisection: the weighted mean grows with the shift
+        middle = (low + high) / 2
+        low, high = (middle, high) if mean_with(middle) < target else (low, middle)
+    table["fraction"] = np.clip(base + (low + high) / 2, 0.0, maximum)
+    return table
+
+
+def prune_per_layer(model, fractions):
+    """A deep copy of ``model`` with each encoder Linear pruned by its own fraction (your
+    ``magnitude_mask``); ``fractions`` is ``sensitivity_sparsities``' table (``layer``, ``module``,
+    ``fraction``). Returns ``(pruned, sparsity of the encoder's Linear weights)``."""
+    from pruning import magnitude_mask  # your Exercise 2
+
+    pruned = copy.deepcopy(model)
+    chosen = {(int(row.layer), row.module): float(row.fraction) for row in fractions.itertuples()}
+    for name, linear in matching_modules(pruned.bert.encoder, nn.Linear):
+        layer_index, module_name = name.removeprefix("layer.").split(".", 1)
+        apply_mask(linear, magnitude_mask(linear.weight.detach(), chosen[(int(layer_index), module_name)]))
+    return pruned, sparsity(pruned.bert.encoder, nn.Linear)

@@ -80,3 +80,30 @@ def sparsity(model, layer_type=None):
         raise ValueError("the model has no parameters to measure")
     zeros = sum(int((t == 0).sum()) for t in tensors)
     return zeros / total
+
+
+def pruning_masks(model, layer_type=nn.Linear):
+    """The masks that keep a pruned model pruned: ``{parameter name: weight != 0}`` (True = kept).
+
+    One entry per ``layer_type`` module whose weight holds at least one exact zero (a layer with no
+    zero has nothing to keep at zero, and is left out). Names are those of
+    ``model.named_parameters()``, e.g. ``"bert.encoder.layer.0.attention.self.query.weight"``. A
+    weight that another kind of module also holds is left out: BERT's MLM decoder *is* the word
+    embedding, whose zero row is the [PAD] embedding, not pruning.
+    Take the masks right after pruning and before any training: ``masked_finetune_step`` (your
+    Exercise 2.7) keeps exactly these zeros.
+
+    Returns:
+        dict of bool tensors, each of its parameter's shape (empty for a model without zeros, e.g.
+        one that structured pruning made smaller instead of zeroing).
+    """
+    names = {id(parameter): name for name, parameter in model.named_parameters()}
+    held_elsewhere = {id(module.weight) for module in model.modules()
+                      if not isinstance(module, layer_type) and isinstance(getattr(module, "weight", None), nn.Parameter)}
+    masks = {}
+    for _, module in matching_modules(model, layer_type):
+        name = names.get(id(module.weight))
+        if name is not None and name not in masks and id(module.weight) not in held_elsewhere \
+                and bool((module.weight == 0).any()):
+            masks[name] = module.weight.detach() != 0
+    return masks

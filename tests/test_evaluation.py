@@ -7,6 +7,7 @@ import csv
 import importlib.util
 import io
 import math
+import re
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -346,6 +347,41 @@ def test_runner_injects_parameters_after_the_parameters_cell_papermill_style():
     assert runner.parse_assignment("DEVICE=cuda") == ("DEVICE", "cuda")
     with pytest.raises(ValueError, match="parameters"):
         runner.inject_parameters(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), {"x": 2})
+
+
+def test_runner_progress_shows_one_line_per_section_when_not_a_terminal(tmp_path):
+    """Not a terminal: no bar, one ``[m:ss] title`` line per section that has code, as it starts; on a
+    terminal the bar names the current section (tqdm writes it to the stream)."""
+    nbformat = pytest.importorskip("nbformat")
+    runner = load_runner()
+    cells = [nbformat.v4.new_code_cell("x = 1"),
+             nbformat.v4.new_markdown_cell("## 1. First section\ntext"), nbformat.v4.new_code_cell("y = 2"),
+             nbformat.v4.new_code_cell("z = 3"),
+             nbformat.v4.new_markdown_cell("### 1b. A subsection"), nbformat.v4.new_markdown_cell("# not code"),
+             nbformat.v4.new_markdown_cell("## 2. " + "long title " * 10), nbformat.v4.new_code_cell("w = 4")]
+    notebook = nbformat.v4.new_notebook(cells=cells)
+    assert runner.section_titles(notebook) == ["", "1. First section", "1. First section", "1. First section",
+                                               "1b. A subsection", "not code", "2. " + ("long title " * 10).strip(),
+                                               "2. " + ("long title " * 10).strip()]
+    log = io.StringIO()
+    progress = runner.Progress(notebook, log, interactive=False)
+    for index, cell in enumerate(notebook.cells):  # as nbclient calls its on_cell_start / on_cell_complete hooks
+        progress.cell_started(cell=cell, cell_index=index)
+        progress.cell_finished(cell=cell, cell_index=index)
+    progress.close()
+    lines = log.getvalue().splitlines()
+    assert [line.split("] ", 1)[1] for line in lines] == ["set-up", "1. First section", "2. " + ("long title " * 10).strip()]
+    assert all(re.match(r"^\[\d+:\d\d\] ", line) for line in lines), lines
+    assert progress.done == 4
+
+    terminal = io.StringIO()
+    shown = runner.Progress(notebook, terminal, interactive=True)
+    for index, cell in enumerate(notebook.cells):
+        shown.cell_started(cell, index)
+        shown.cell_finished(cell, index)
+    shown.close()
+    assert "4/4 cells" in terminal.getvalue() and "2. long title long title long title long titl..." in terminal.getvalue()
+    assert runner.clock(59.9) == "0:59" and runner.clock(3725) == "1:02:05"
 
 
 def run_notebook_offline(output_dir, **environment):

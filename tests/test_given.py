@@ -5,6 +5,7 @@ They pass in the student release as it is: every check runs before the exercise 
 each of these tests names the error a bad input gets, whether or not the exercise is written.
 """
 import math
+import re
 
 import pytest
 import torch
@@ -396,3 +397,88 @@ def test_evaluation_refuses_a_zero_batch_size_and_endless_batches():
         ev.masked_lm_perplexity(small_bert(seed=0, vocab_size=tokenizer.vocab_size), eval_set, batch_size=0)
     with pytest.raises(ValueError, match="passes over a text of only"):
         ev.make_mlm_batches(["a short text ."], tokenizer, num_batches=10**6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercises 1.9, 1.10 and 2.7: the argument checks, and pruning_masks
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("v, bits, group_size, error, message", [
+    (torch.randn(4, 100), 4, 128, ValueError, "not a multiple of group_size=128"),
+    (torch.randn(4, 96), 4, 64, ValueError, "group sizes that fit: [32, 96]"),
+    (torch.randn(4, 64), 1, 32, ValueError, "from 2 to 8"),
+    (torch.randn(4, 64), 9, 32, ValueError, "from 2 to 8"),
+    (torch.randn(4, 64), 4.0, 32, ValueError, "from 2 to 8"),
+    (torch.randn(4, 64), 4, 0, ValueError, "group_size must be an integer >= 1"),
+    (torch.randn(64), 4, 32, ValueError, "2-D (n, k)"),
+    (torch.full((2, 4), math.nan), 4, 2, ValueError, "NaN"),
+    (torch.ones(2, 4, dtype=torch.int32), 4, 2, TypeError, "floating-point"),
+])
+def test_groupwise_quantize_rejects_bad_arguments(v, bits, group_size, error, message):
+    from quantization import groupwise_quantize
+    with pytest.raises(error, match=re.escape(message)):
+        groupwise_quantize(v, bits=bits, group_size=group_size)
+
+
+@pytest.mark.parametrize("q, alpha, error, message", [
+    (torch.zeros(2, 8), torch.ones(2, 2), TypeError, "q must be a 2-D int8"),
+    (torch.zeros(2, 8, dtype=torch.int8), torch.ones(3, 2), ValueError, "do not match"),
+    (torch.zeros(2, 8, dtype=torch.int8), torch.ones(2, 3), ValueError, "do not match"),
+    (torch.zeros(2, 8, dtype=torch.int8), torch.ones(2), TypeError, "alpha must be a 2-D float"),
+])
+def test_groupwise_dequantize_rejects_mismatched_scales(q, alpha, error, message):
+    from quantization import groupwise_dequantize
+    with pytest.raises(error, match=re.escape(message)):
+        groupwise_dequantize(q, alpha)
+
+
+@pytest.mark.parametrize("v, bits, iterations, message", [
+    (torch.randn(10), 0, 20, "from 1 to 8"),
+    (torch.randn(10), 9, 20, "uint8 indices"),
+    (torch.randn(10), 4, -1, "iterations must be an integer >= 0"),
+    (torch.randn(10), 4, 2.5, "iterations must be an integer >= 0"),
+    (torch.empty(0), 4, 20, "empty"),
+])
+def test_kmeans_quantize_rejects_bad_arguments(v, bits, iterations, message):
+    from quantization import kmeans_quantize
+    with pytest.raises(ValueError, match=re.escape(message)):
+        kmeans_quantize(v, bits=bits, iterations=iterations)
+
+
+def test_pruning_masks_names_the_zeroed_weights_once():
+    from given.pruning_tools import pruning_masks
+    model = small_bert()
+    query = model.bert.encoder.layer[0].attention.self.query
+    with torch.no_grad():
+        query.weight[:, :5] = 0
+        model.bert.embeddings.word_embeddings.weight[3] = 0  # the tied MLM decoder's weight
+    masks = pruning_masks(model)
+    assert sorted(masks) == ["bert.encoder.layer.0.attention.self.query.weight"], (
+        "the tied decoder weight is the word embedding (its zero row is [PAD]): not a pruning mask")
+    assert masks["bert.encoder.layer.0.attention.self.query.weight"].dtype == torch.bool
+    assert torch.equal(masks["bert.encoder.layer.0.attention.self.query.weight"], query.weight != 0)
+    assert pruning_masks(small_bert()) == {}, "a model without zeros has nothing to mask"
+
+
+@pytest.mark.parametrize("change, error, message", [
+    (lambda m, i, l: ([], i, l), TypeError, "masks must be a dict"),
+    (lambda m, i, l: ({"query.weight": None}, i, l), ValueError, "not a parameter of the model"),
+    (lambda m, i, l: ({"bert.encoder.layer.0.attention.self.query.weight": torch.ones(3, dtype=torch.bool)}, i, l),
+     ValueError, "must be a bool tensor of shape (128, 128)"),
+    (lambda m, i, l: (m, i, l[:, :3]), ValueError, "labels must be an integer tensor of input_ids' shape"),
+    (lambda m, i, l: (m, i, l.float()), ValueError, "labels must be an integer tensor"),
+    (lambda m, i, l: (m, i, torch.full_like(l, -100)), ValueError, "score no position"),
+    (lambda m, i, l: (m, {**i, "labels": l}, l), ValueError, "pass the labels as the labels argument"),
+    (lambda m, i, l: (m, i["input_ids"], l), TypeError, "inputs must be a dict"),
+])
+def test_masked_finetune_step_rejects_bad_arguments(change, error, message):
+    from given.pruning_tools import pruning_masks
+    from pruning import masked_finetune_step
+    model = small_bert()
+    with torch.no_grad():
+        model.bert.encoder.layer[0].attention.self.query.weight[:, :5] = 0
+    inputs = {"input_ids": torch.randint(0, 100, (2, 6)), "attention_mask": torch.ones(2, 6, dtype=torch.long)}
+    labels = torch.randint(0, 100, (2, 6))
+    masks, inputs, labels = change(pruning_masks(model), inputs, labels)
+    with pytest.raises(error, match=re.escape(message)):
+        masked_finetune_step(model, masks, inputs, labels, torch.optim.AdamW(model.parameters()))

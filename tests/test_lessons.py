@@ -230,3 +230,79 @@ def test_distillation_beats_the_untrained_student_and_training_on_labels_alone(p
               f"{distilled:,.1f}, labels only (alpha 0) {control:,.1f}; {DISTILL}")
     assert distilled < untrained, f"distillation should improve the student: {report}"
     assert distilled < control, f"the teacher's soft targets should beat the labels alone: {report}"
+
+
+# ---------------------------------------------------------------------------------- granularity
+
+def fake_quantized(fp32_model, scheme, bits, group_size=None):
+    from given.experiments import quantize_linear_weights
+    with exercise(f"Exercise 1.9/1.10 ({scheme})"):
+        return quantize_linear_weights(copy.deepcopy(fp32_model), scheme, bits, group_size)[0]
+
+
+def test_finer_scales_win_at_4_bits_per_group_then_per_channel_then_per_tensor(perplexity, fp32, fp32_model):
+    """4-bit weights: one scale per 64 weights beats one per output row, which beats one per matrix."""
+    per_tensor = perplexity.of("4-bit per-tensor", lambda: fake_quantized(fp32_model, "per-tensor", 4))
+    per_channel = perplexity.of("4-bit per-channel", lambda: fake_quantized(fp32_model, "per-channel", 4))
+    per_group = perplexity.of("4-bit per-group 64", lambda: fake_quantized(fp32_model, "per-group", 4, 64))
+    report = "; ".join(ratio_text(name, value, fp32) for name, value in
+                       (("per-group 64", per_group), ("per-channel", per_channel), ("per-tensor", per_tensor)))
+    assert per_group < per_channel < per_tensor, f"expected per-group 64 < per-channel < per-tensor: {report}"
+
+
+def test_kmeans_4_bit_beats_uniform_per_tensor_4_bit(perplexity, fp32, fp32_model):
+    """One 16-entry codebook per matrix against one uniform 16-level grid per matrix."""
+    per_tensor = perplexity.of("4-bit per-tensor", lambda: fake_quantized(fp32_model, "per-tensor", 4))
+    kmeans = perplexity.of("4-bit k-means", lambda: fake_quantized(fp32_model, "k-means", 4))
+    assert kmeans < per_tensor, (f"k-means should beat the uniform grid it starts from: "
+                                 f"{ratio_text('k-means 4-bit', kmeans, fp32)}; {ratio_text('per-tensor 4-bit', per_tensor, fp32)}")
+
+
+# ---------------------------------------------------------------------------------- prune, then fine-tune
+
+FINETUNE = dict(steps=20, batch_size=8, seq_len=64, learning_rate=1e-4, seed=0)
+"""The fine-tuning lesson's budget: 20 masked-LM steps of 8 windows of 64 tokens from the validation split."""
+
+
+@pytest.fixture(scope="module")
+def validation_texts(wikitext_dir):
+    return ev.load_wikitext_texts("validation", wikitext_dir)
+
+
+def test_finetuning_with_the_mask_kept_recovers_60_percent_pruning(perplexity, fp32, fp32_model, tokenizer,
+                                                                  validation_texts):
+    from given.experiments import finetune_pruned
+    from given.pruning_tools import sparsity
+
+    pruned = perplexity.of("unstructured 60%", lambda: unstructured(fp32_model, 0.6))
+    batches = ev.make_mlm_batches(validation_texts, tokenizer, num_batches=FINETUNE["steps"],
+                                  batch_size=FINETUNE["batch_size"], seq_len=FINETUNE["seq_len"], seed=FINETUNE["seed"])
+    kept = {}
+
+    def finetuned_model():
+        model = unstructured(fp32_model, 0.6)
+        with exercise("Exercise 2.7 (masked_finetune_step)"):
+            model, _ = finetune_pruned(model, batches, learning_rate=FINETUNE["learning_rate"])
+        kept["sparsity"] = sparsity(model.bert.encoder, nn.Linear)
+        return model
+
+    finetuned = perplexity.of("unstructured 60%, fine-tuned", finetuned_model)
+    report = f"{ratio_text('pruned 60%', pruned, fp32)}; {ratio_text('then fine-tuned', finetuned, fp32)}; {FINETUNE}"
+    assert kept.get("sparsity", 0.6) >= 0.6 - 1e-6, f"the fine-tune revived pruned weights: sparsity {kept['sparsity']:.4f}"
+    assert finetuned < pruned, f"fine-tuning with the mask kept should recover: {report}"
+
+
+def test_sensitivity_chosen_sparsity_is_no_worse_than_uniform(perplexity, fp32, fp32_model, tokenizer,
+                                                             validation_texts):
+    """Per-layer fractions chosen from a one-layer-at-a-time scan (at 80%, on 4,096 validation tokens, so
+    that the choice never sees the test tokens that score it) against uniform 60% local pruning."""
+    from given.experiments import layer_sensitivity, prune_per_layer, sensitivity_sparsities
+
+    scan_set = ev.build_masked_eval_set(validation_texts, tokenizer, seq_len=128, max_tokens=4096, seed=EVAL_SEED)
+    with exercise("Exercise 2.1 (magnitude_mask)"):
+        scan = layer_sensitivity(fp32_model, scan_set, 0.8)
+    chosen = sensitivity_sparsities(scan, 0.6, spread=0.2)
+    uniform = perplexity.of("unstructured 60%", lambda: unstructured(fp32_model, 0.6))
+    per_layer = perplexity.of("per-layer 60% (sensitivity)", lambda: prune_per_layer(fp32_model, chosen)[0])
+    assert per_layer <= uniform, (f"sparsity chosen per layer should be no worse than uniform at the same 60%: "
+                                  f"{ratio_text('per layer', per_layer, fp32)}; {ratio_text('uniform', uniform, fp32)}")

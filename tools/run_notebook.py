@@ -15,6 +15,9 @@ Parameters are injected papermill-style (papermill is not needed): a code cell t
 injected cell), so the notebook's defaults are overridden. The data path defaults to
 ``../shared/data/wikitext-2-raw-v1`` when that folder exists.
 
+While it runs, a terminal shows a progress bar over the notebook's code cells with the current
+section's title and the elapsed time; a log (output not a terminal) gets one line per section.
+
 Writes to the output folder (default ``outputs/``, git-ignored): the executed notebook
 ``<name>.executed.ipynb`` (also when a cell fails, to show where), ``results.csv``/``results.json``
 and the PNG plots written by the notebook. Exit status 0 when every cell ran (on the random model
@@ -127,6 +130,72 @@ def closing_report(choice, output_dir):
     return f"Done: every cell ran. The numbers come from {names}: {choice.description}."
 
 
+def section_titles(notebook):
+    """For each cell, the title of the section it belongs to: the text of the last markdown heading
+    (``#``, ``##`` or ``###``) at or before it ("" before the first heading)."""
+    titles, current = [], ""
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            headings = [line.lstrip("#").strip() for line in cell.source.splitlines()
+                        if line.startswith("#") and line.lstrip("#").startswith(" ")]
+            current = headings[-1] if headings else current
+        titles.append(current)
+    return titles
+
+
+def clock(seconds):
+    """Elapsed time as ``m:ss`` (``h:mm:ss`` from an hour on)."""
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+class Progress:
+    """What the run shows while the notebook executes.
+
+    On a terminal: a tqdm bar over the notebook's code cells, with the current section's title and
+    the elapsed time. Otherwise (a log file, CI, a pipe): no bar, one line per section as it starts,
+    ``[m:ss] title``. Pass its ``cell_started`` / ``cell_finished`` as nbclient's ``on_cell_start`` /
+    ``on_cell_complete`` hooks.
+    """
+
+    TITLE_WIDTH = 48
+
+    def __init__(self, notebook, stream=None, *, interactive=None):
+        from tqdm.auto import tqdm
+
+        self.stream = sys.stdout if stream is None else stream
+        self.interactive = self.stream.isatty() if interactive is None else interactive
+        self.titles = section_titles(notebook)
+        self.section, self.done = None, 0
+        self.start = time.perf_counter()
+        total = sum(cell.cell_type == "code" for cell in notebook.cells)
+        self.bar = tqdm(total=total, unit="cell", file=self.stream, disable=not self.interactive,
+                        dynamic_ncols=True, bar_format="{desc}: {bar} {n_fmt}/{total_fmt} cells [{elapsed}]")
+
+    def short(self, title):
+        return title if len(title) <= self.TITLE_WIDTH else title[:self.TITLE_WIDTH - 3].rstrip() + "..."
+
+    def cell_started(self, cell, cell_index, **_):
+        if cell.cell_type != "code":
+            return
+        title = self.titles[cell_index] or "set-up"
+        if title != self.section:
+            self.section = title
+            if self.interactive:
+                self.bar.set_description_str(self.short(title))
+            else:
+                print(f"[{clock(time.perf_counter() - self.start)}] {title}", file=self.stream, flush=True)
+
+    def cell_finished(self, cell, cell_index, **_):
+        if cell.cell_type == "code":
+            self.done += 1
+            self.bar.update(1)
+
+    def close(self):
+        self.bar.close()
+
+
 def first_error(notebook):
     """``(cell index, error name, message)`` of the first cell with an error output, or None."""
     for index, cell in enumerate(notebook.cells):
@@ -182,8 +251,10 @@ def main(argv=None):
     inject_parameters(notebook, parameters)
 
     print(f"Running {notebook_path.name} with {parameters}", flush=True)
+    progress = Progress(notebook)
     client = NotebookClient(notebook, timeout=args.cell_timeout, kernel_name=args.kernel,
-                            resources={"metadata": {"path": str(notebook_path.parent)}})
+                            resources={"metadata": {"path": str(notebook_path.parent)}},
+                            on_cell_start=progress.cell_started, on_cell_complete=progress.cell_finished)
     quiet_known_noise(client)  # the kernel's harmless start-up warnings (given/quiet.py)
     start, failure = time.perf_counter(), None
     try:
@@ -191,6 +262,7 @@ def main(argv=None):
     except (CellExecutionError, CellTimeoutError, DeadKernelError) as error:
         failure = error
     finally:
+        progress.close()
         nbformat.write(notebook, executed_path)
     elapsed = time.perf_counter() - start
 
