@@ -136,7 +136,7 @@ def check_kmeans_output(v, bits, codebook, indices, what=""):
 # Exercise 1.9: group-wise quantization
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.worked_example
+@pytest.mark.worked_example(twin="test_groupwise_matches_reference_on_seeded_weights")
 @pytest.mark.points(0)
 def test_groupwise_worked_example():
     q, alpha = groupwise_quantize(torch.tensor([[0.5, -1.0, 2.0, 0.25]]), bits=4, group_size=2)
@@ -217,7 +217,7 @@ def test_groupwise_property_round_trip_error_is_half_a_step(bits, group_size, gr
 # Exercise 1.10: k-means quantization
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.worked_example
+@pytest.mark.worked_example(twin="test_kmeans_empty_clusters_keep_their_value_on_seeded_values")
 @pytest.mark.points(0)
 def test_kmeans_worked_example_empty_clusters_keep_their_value():
     codebook, indices = kmeans_quantize(torch.tensor([0.0, 0.0, 0.0, 1.0]), bits=2, iterations=3)
