@@ -105,6 +105,17 @@ def _seed_everything():
     yield
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread for this test: a tiny model's hundreds of small operations run ~100x
+    slower when two threads wait for cores another process holds (as when the grader grades two
+    submissions at once). The thread count is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def shared_data_dir():
     """``../shared/data`` beside the project (offline wikitext-2 and BERT vocabulary); skip when absent."""

@@ -71,6 +71,7 @@ def test_kmeans_on_fresh_inputs(fresh):
 
 @pytest.mark.ex2_pruning
 @pytest.mark.points(2)
+@pytest.mark.usefixtures("one_thread")
 def test_masked_finetune_on_fresh_inputs(fresh):
     from given.models import random_bert
     from given.pruning_tools import pruning_masks
