@@ -70,13 +70,17 @@ def _int8_matmul_via_float32(a, b):
     return result
 
 
-def int_mm_is_fast_on_cpu():
-    """Whether ``torch._int_mm`` beats a float32 GEMM of the same size on this CPU (measured once).
+INT_MM_FAST_ENOUGH = 2.0
+"""``torch._int_mm`` is used on a CPU only where it measured at least this many times faster than
+float32: a VNNI or AMX kernel measures 3-10x; the plain loop of an AVX2-only CPU ~0.02x on a quiet
+machine, but up to ~0.9x while other processes hold the cores (float32's threads wait too)."""
 
-    The two differ by a factor of 5-100 either way (a VNNI kernel or a plain loop), so a short
-    measurement decides reliably even on a busy machine.
-    """
-    return int_mm_speed_vs_float32() > 1
+
+def int_mm_is_fast_on_cpu():
+    """Whether ``torch._int_mm`` is clearly faster than a float32 GEMM of the same size on this CPU
+    (measured once, ``INT_MM_FAST_ENOUGH``): a wrong "yes" would run every int8 product in a plain
+    loop, tens of times slower than float32."""
+    return int_mm_speed_vs_float32() > INT_MM_FAST_ENOUGH
 
 
 @functools.lru_cache(maxsize=None)
