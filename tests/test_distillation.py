@@ -338,6 +338,20 @@ def seeded_bert(seed, num_layers):
     return small_bert(seed=seed, vocab_size=VOCAB, num_hidden_layers=num_layers, **NO_DROPOUT)
 
 
+def teacher_for_make_bert_student(num_layers):
+    """A teacher no fresh initialisation can equal by coincidence, so a student never copied into
+    fails. Seeded apart from the global RNG (the autouse fixture seeds it with ``run_seed()``, and
+    the student's random initialisation draws from it: a teacher of that seed and depth would be the
+    same network), and every tensor moved off its initial value (biases start at 0 and LayerNorm
+    weights at 1 in any BERT, so a copy that skips them would not show)."""
+    teacher = seeded_bert(seed=run_seed() + 1, num_layers=num_layers)
+    noise = torch.Generator().manual_seed(run_seed() + 2)
+    with torch.no_grad():
+        for parameter in teacher.parameters():
+            parameter.add_(0.02 * torch.randn(parameter.shape, generator=noise))
+    return teacher
+
+
 def masked_lm_batch():
     """Two sequences of 8 tokens, the second padded after 5; 4 positions carry a label."""
     input_ids = torch.randint(5, VOCAB, (2, 8))
@@ -421,7 +435,7 @@ def layer_mapped_name(name, layer_ids):
 
 @pytest.mark.points(2)
 def test_make_bert_student_copies_the_chosen_layers():
-    teacher = seeded_bert(seed=run_seed(), num_layers=4)
+    teacher = teacher_for_make_bert_student(num_layers=4)
     student = make_bert_student(teacher, num_layers=2)
     assert student.config.num_hidden_layers == 2 and len(student.bert.encoder.layer) == 2, (
         "a 2-layer student of a 4-layer teacher needs 2 encoder layers")
@@ -444,7 +458,7 @@ def test_make_bert_student_copies_the_chosen_layers():
 
 @pytest.mark.points(1)
 def test_make_bert_student_default_is_an_independent_half_depth_copy():
-    teacher = seeded_bert(seed=run_seed(), num_layers=4)
+    teacher = teacher_for_make_bert_student(num_layers=4)
     teacher_before = state_copy(teacher)
     student = make_bert_student(teacher)
     assert student.config.num_hidden_layers == 2, "by default the student keeps every other layer (4 -> 2)"
@@ -611,7 +625,7 @@ def test_evenly_spaced_layers_rounds_halves_up_for_any_depth(counts):
 @pytest.mark.points(2)
 @pytest.mark.parametrize("student_layers", [1, 3])
 def test_make_bert_student_at_both_depths(student_layers):
-    teacher = seeded_bert(seed=run_seed(), num_layers=3).train()
+    teacher = teacher_for_make_bert_student(num_layers=3).train()
     teacher_before = state_copy(teacher)
     student = make_bert_student(teacher, num_layers=student_layers)
     layer_ids = evenly_spaced_oracle(3, student_layers)

@@ -312,7 +312,9 @@ def test_per_row_scales_protect_small_rows():
     w = torch.randn(64, 8)
     out = mixed_precision_forward(x, w, threshold=None)
     error = relative_error(out[0], (x @ w)[0])
-    assert error < 0.02, (
+    # With its own scale, row 0 keeps int8's precision (0.008 typically, 0.03 at worst over 2,000
+    # seeds); one scale for the tensor, or per column, rounds all of it to 0 (error 1).
+    assert error < 0.1, (
         f"row 0 is 1000x smaller than row 1: with one int8 scale per row it keeps its precision "
         f"(a single per-tensor scale would zero it); relative error on row 0 is {error:.3f}")
 

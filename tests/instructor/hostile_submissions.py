@@ -341,7 +341,9 @@ KINDS = (*IN_FUNCTION, *AT_IMPORT, *ON_TOP_OF_PARTIAL, *ON_TOP_OF_REFERENCE, *ON
 # ---------------------------------------------------------------------------------------------
 
 REPLAYED = ("absmax_quantize", "absmax_dequantize", "fp16_quantize", "binary_quantize",
-            "ternary_quantize", "outlier_columns", "int8_vectorwise_matmul", "mixed_precision_forward")
+            "ternary_quantize", "outlier_columns", "int8_vectorwise_matmul", "mixed_precision_forward",
+            "groupwise_quantize", "groupwise_dequantize", "kmeans_quantize")
+"""Every Exercise 1 function a student writes (1.1-1.10)."""
 
 _KEY = '''
 import hashlib as _hashlib
@@ -422,8 +424,10 @@ def record_public_answers(reference, workdir, root=ROOT):
     table = Path(workdir) / "answers.pt"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GRADER_", "PYTEST_"))}
     env["RECORD_ANSWERS_TO"] = str(table)
+    public_files = sorted(str(p.relative_to(tree)) for p in (tree / "tests").glob("test_*.py")
+                          if "ex1_quantization" in p.read_text())
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "ex1_quantization",
-                    "tests/test_quantization.py"], cwd=tree, env=env, capture_output=True, timeout=1200)
+                    *public_files], cwd=tree, env=env, capture_output=True, timeout=1200)
     return base64.b64encode(table.read_bytes()).decode()
 
 

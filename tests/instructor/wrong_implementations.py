@@ -152,6 +152,13 @@ WRONG_IMPLEMENTATIONS = (
       "        student_layer.load_state_dict(teacher.bert.encoder.layer[teacher_index].state_dict())",
       "        student.bert.encoder.layer[list(layer_ids).index(teacher_index)] = "
       "teacher.bert.encoder.layer[teacher_index]"),
+    W("3.4", "common", "copies the chosen layers and the head but leaves the embeddings at their random initialisation",
+      "    student.bert.embeddings.load_state_dict(teacher.bert.embeddings.state_dict())\n", ""),
+    W("3.4", "common", "leaves the student as new_bert_like made it (random weights, nothing copied)",
+      "    student.bert.embeddings.load_state_dict(teacher.bert.embeddings.state_dict())\n"
+      "    for student_layer, teacher_index in zip(student.bert.encoder.layer, layer_ids):\n"
+      "        student_layer.load_state_dict(teacher.bert.encoder.layer[teacher_index].state_dict())\n"
+      "    student.cls.load_state_dict(teacher.cls.state_dict())\n", ""),
 )
 
 
