@@ -11,9 +11,11 @@ Read top to bottom:
 
     compute_distillation_loss   Exercise 3.1   the soft-target loss T**2 * KL(teacher || student)
     distillation_step           Exercise 3.2   one student update on alpha * KD + (1 - alpha) * CE
-    distill_model               given          the training loop around it (plumbing: given/distill_loop.py)
     evenly_spaced_layers        Exercise 3.3   which teacher layers a shallower student keeps
     make_bert_student           Exercise 3.4   a shallower BERT initialised from the teacher
+
+and, given at the end of the file, ``cross_entropy_loss`` (the CE term) and ``distill_model`` (the
+training loop around your step; its plumbing is in given/distill_loop.py).
 
 Conventions: logits are float tensors of shape ``(N, C)`` (one prediction per example) or
 ``(B, L, C)`` (one per token); C is the number of classes or the vocabulary size. Labels are
@@ -89,23 +91,6 @@ def compute_distillation_loss(student_logits, teacher_logits, temperature, mask=
     # END SOLUTION
 
 
-def cross_entropy_loss(logits, labels):
-    """Mean cross-entropy of ``logits`` against hard ``labels`` over the labelled positions.
-
-    Args:
-        logits: float tensor ``(..., C)``.
-        labels: integer tensor of shape ``logits.shape[:-1]``; positions labelled -100 do not count.
-
-    Returns:
-        A scalar float32 tensor. When no position carries a label it is 0 (and still
-        differentiable), not the NaN that ``F.cross_entropy`` gives for an empty mean.
-    """
-    logits, labels = logits.flatten(0, -2).float(), labels.flatten()
-    if not (labels != IGNORE_INDEX).any():
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
-
-
 # --------------------------------------------------------------------------------------------
 # Training the student
 # --------------------------------------------------------------------------------------------
@@ -150,7 +135,94 @@ def distillation_step(teacher_model, student_model, inputs, labels, kd_mask, opt
     # END SOLUTION
 
 
-# Given: the training loop around your step (its plumbing is in given/distill_loop.py).
+# --------------------------------------------------------------------------------------------
+# A shallower BERT student (DistilBERT's recipe)
+# --------------------------------------------------------------------------------------------
+
+def evenly_spaced_layers(num_teacher_layers, num_student_layers):
+    """Indices of the teacher layers that a student with fewer layers keeps, evenly spaced.
+
+    Student layer i copies teacher layer ``round(i * (L - 1) / (k - 1))`` (halves round up) for a
+    teacher of L layers and a student of k layers, so the first and the last layer are always kept;
+    a 1-layer student keeps layer 0. For 12 -> 6 this is ``[0, 2, 4, 7, 9, 11]``, DistilBERT's own
+    choice ("taking one layer out of two"); 4 -> 2 gives ``[0, 3]``; L -> L gives every layer.
+
+    Args:
+        num_teacher_layers: L >= 1.
+        num_student_layers: k with 1 <= k <= L.
+
+    Returns:
+        A strictly increasing list of k ints in ``[0, L)``.
+    """
+    check_layer_counts(num_teacher_layers, num_student_layers)
+    # BEGIN SOLUTION Exercise 3.3: the k evenly spaced teacher layer indices (first and last kept; k = 1 keeps layer 0)
+    if num_student_layers == 1:
+        return [0]
+    spans, gaps = num_teacher_layers - 1, num_student_layers - 1
+    # floor(i * spans / gaps + 1/2) in exact integer arithmetic: halves round up, no float error.
+    return [(2 * i * spans + gaps) // (2 * gaps) for i in range(num_student_layers)]
+    # END SOLUTION
+
+
+def make_bert_student(teacher, num_layers=None):
+    """A new, shallower ``BertForMaskedLM`` initialised from ``teacher`` (Sanh et al., 2019).
+
+    The student has the teacher's configuration (same width, heads, vocabulary) except its depth,
+    ``num_layers`` encoder layers. Its embeddings and masked-LM head are copies of the teacher's,
+    and its layer i is a copy of teacher layer ``evenly_spaced_layers(L, num_layers)[i]``.
+
+    Args:
+        teacher: a full-precision ``transformers.BertForMaskedLM`` with L encoder layers. Unchanged.
+        num_layers: the student's depth, 1 <= num_layers <= L. None: ``ceil(L / 2)`` (every other
+            layer; 6 of BERT-base's 12, as in DistilBERT).
+
+    Returns:
+        The student, in eval mode, on the teacher's device and dtype. Its tensors are copies: it
+        shares no storage with the teacher (within the student, the decoder weight stays tied to
+        the word embeddings when the configuration ties them, as in the teacher).
+    """
+    from transformers import BertForMaskedLM
+
+    if not isinstance(teacher, BertForMaskedLM):
+        raise TypeError(f"teacher must be a transformers BertForMaskedLM, got {type(teacher).__name__}")
+    num_teacher_layers = teacher.config.num_hidden_layers
+    if num_layers is None:
+        num_layers = (num_teacher_layers + 1) // 2
+    layer_ids = evenly_spaced_layers(num_teacher_layers, num_layers)
+    student = new_bert_like(teacher, num_layers)  # random weights, all overwritten below
+    # Hints: student.bert.embeddings, student.bert.encoder.layer[i] and student.cls are modules
+    # like the teacher's; module.load_state_dict(other.state_dict()) copies values (no sharing).
+    # BEGIN SOLUTION Exercise 3.4: copy the teacher's embeddings, masked-LM head and chosen layers into the student
+    student.bert.embeddings.load_state_dict(teacher.bert.embeddings.state_dict())
+    for student_layer, teacher_index in zip(student.bert.encoder.layer, layer_ids):
+        student_layer.load_state_dict(teacher.bert.encoder.layer[teacher_index].state_dict())
+    student.cls.load_state_dict(teacher.cls.state_dict())
+    # END SOLUTION
+    return student.eval()
+
+
+# ============================================================================================
+# Given, not graded: the cross-entropy your step uses (read its docstring), and distill_model,
+# the training loop around your step (its plumbing is in given/distill_loop.py).
+# ============================================================================================
+
+def cross_entropy_loss(logits, labels):
+    """Mean cross-entropy of ``logits`` against hard ``labels`` over the labelled positions.
+
+    Args:
+        logits: float tensor ``(..., C)``.
+        labels: integer tensor of shape ``logits.shape[:-1]``; positions labelled -100 do not count.
+
+    Returns:
+        A scalar float32 tensor. When no position carries a label it is 0 (and still
+        differentiable), not the NaN that ``F.cross_entropy`` gives for an empty mean.
+    """
+    logits, labels = logits.flatten(0, -2).float(), labels.flatten()
+    if not (labels != IGNORE_INDEX).any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+
+
 def distill_model(teacher_model, student_model, train_data, temperature, alpha, num_epochs,
                   learning_rate, *, progress=True, device=None):
     """Train ``student_model`` to imitate ``teacher_model`` (Hinton et al., 2015).
@@ -218,69 +290,3 @@ def distill_model(teacher_model, student_model, train_data, temperature, alpha, 
             tqdm.write(f"Epoch {epoch + 1}/{num_epochs}: loss {epoch_losses[-1]:.4f}")
     student_model.eval()
     return student_model, epoch_losses
-
-
-# --------------------------------------------------------------------------------------------
-# A shallower BERT student (DistilBERT's recipe)
-# --------------------------------------------------------------------------------------------
-
-def evenly_spaced_layers(num_teacher_layers, num_student_layers):
-    """Indices of the teacher layers that a student with fewer layers keeps, evenly spaced.
-
-    Student layer i copies teacher layer ``round(i * (L - 1) / (k - 1))`` (halves round up) for a
-    teacher of L layers and a student of k layers, so the first and the last layer are always kept;
-    a 1-layer student keeps layer 0. For 12 -> 6 this is ``[0, 2, 4, 7, 9, 11]``, DistilBERT's own
-    choice ("taking one layer out of two"); 4 -> 2 gives ``[0, 3]``; L -> L gives every layer.
-
-    Args:
-        num_teacher_layers: L >= 1.
-        num_student_layers: k with 1 <= k <= L.
-
-    Returns:
-        A strictly increasing list of k ints in ``[0, L)``.
-    """
-    check_layer_counts(num_teacher_layers, num_student_layers)
-    # BEGIN SOLUTION Exercise 3.3: the k evenly spaced teacher layer indices (first and last kept; k = 1 keeps layer 0)
-    if num_student_layers == 1:
-        return [0]
-    spans, gaps = num_teacher_layers - 1, num_student_layers - 1
-    # floor(i * spans / gaps + 1/2) in exact integer arithmetic: halves round up, no float error.
-    return [(2 * i * spans + gaps) // (2 * gaps) for i in range(num_student_layers)]
-    # END SOLUTION
-
-
-def make_bert_student(teacher, num_layers=None):
-    """A new, shallower ``BertForMaskedLM`` initialised from ``teacher`` (Sanh et al., 2019).
-
-    The student has the teacher's configuration (same width, heads, vocabulary) except its depth,
-    ``num_layers`` encoder layers. Its embeddings and masked-LM head are copies of the teacher's,
-    and its layer i is a copy of teacher layer ``evenly_spaced_layers(L, num_layers)[i]``.
-
-    Args:
-        teacher: a full-precision ``transformers.BertForMaskedLM`` with L encoder layers. Unchanged.
-        num_layers: the student's depth, 1 <= num_layers <= L. None: ``ceil(L / 2)`` (every other
-            layer; 6 of BERT-base's 12, as in DistilBERT).
-
-    Returns:
-        The student, in eval mode, on the teacher's device and dtype. Its tensors are copies: it
-        shares no storage with the teacher (within the student, the decoder weight stays tied to
-        the word embeddings when the configuration ties them, as in the teacher).
-    """
-    from transformers import BertForMaskedLM
-
-    if not isinstance(teacher, BertForMaskedLM):
-        raise TypeError(f"teacher must be a transformers BertForMaskedLM, got {type(teacher).__name__}")
-    num_teacher_layers = teacher.config.num_hidden_layers
-    if num_layers is None:
-        num_layers = (num_teacher_layers + 1) // 2
-    layer_ids = evenly_spaced_layers(num_teacher_layers, num_layers)
-    student = new_bert_like(teacher, num_layers)  # random weights, all overwritten below
-    # Hints: student.bert.embeddings, student.bert.encoder.layer[i] and student.cls are modules
-    # like the teacher's; module.load_state_dict(other.state_dict()) copies values (no sharing).
-    # BEGIN SOLUTION Exercise 3.4: copy the teacher's embeddings, masked-LM head and chosen layers into the student
-    student.bert.embeddings.load_state_dict(teacher.bert.embeddings.state_dict())
-    for student_layer, teacher_index in zip(student.bert.encoder.layer, layer_ids):
-        student_layer.load_state_dict(teacher.bert.encoder.layer[teacher_index].state_dict())
-    student.cls.load_state_dict(teacher.cls.state_dict())
-    # END SOLUTION
-    return student.eval()

@@ -16,7 +16,9 @@ that the network hardly notices. This module has three families, from finest to 
 After pruning, a short fine-tune of the remaining weights wins back most of the lost quality
 (Exercise 2.7, ``masked_finetune_step``), as long as every pruned weight stays exactly zero.
 
-Given code that applies your masks and cuts to whole models lives in ``given/``:
+The given part at the end of this file holds ``number_to_prune`` and ``complement`` (helpers your
+functions use) and ``apply_weight_pruning`` (your masks on every matching layer of a model). Given
+code that applies your masks and cuts to whole models lives in ``given/``:
 ``given/pruning_tools.py`` (``prune_output_neurons``, ``apply_nm_pruning``, ``to_semi_structured``,
 ``sparsity``, ``pruning_masks``), ``given/bert_surgery.py`` (``shrink_bert``, ``load_shrunk_bert``) and
 ``given/sizes.py`` (``size_report``: what pruning really saves).
@@ -39,18 +41,6 @@ from torch import nn
 
 from given.checks import check_finetune_arguments, check_fraction, check_head_positions, check_kept_indices
 from given.torch_utils import apply_mask, matching_modules
-
-
-def number_to_prune(fraction, count):
-    """How many of ``count`` units a ``fraction`` prunes: ``round(fraction * count)``, as torch does."""
-    return round(fraction * count)
-
-
-def complement(removed, size):
-    """The indices in ``range(size)`` not in ``removed``, increasing, as an int64 tensor."""
-    keep = torch.ones(size, dtype=torch.bool)
-    keep[torch.as_tensor(removed, dtype=torch.long)] = False
-    return keep.nonzero().flatten()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,46 +101,6 @@ def global_magnitude_masks(weights, fraction):
     pieces = torch.split(flat_mask, [weight.numel() for weight in weights])
     return [piece.view_as(weight) for piece, weight in zip(pieces, weights)]
     # END SOLUTION
-
-
-# Given: the lab statement's entry point, which applies your masks to every matching layer.
-def apply_weight_pruning(model, layer_type, pruning_percentage, scope="local"):
-    """Unstructured magnitude pruning of every ``layer_type`` module's weight, in place.
-
-    Args:
-        model: any ``nn.Module``; changed in place and returned.
-        layer_type: which modules to prune, e.g. ``nn.Linear`` (their ``.weight`` only; biases
-            are left untouched).
-        pruning_percentage: the fraction in [0, 1] of weights to zero: pass 0.2, not 20 (the
-            lab statement's name; it is ``fraction`` everywhere after this function). 0 changes
-            nothing, 1 zeros every weight.
-        scope: ``"local"`` prunes that fraction of each layer, as
-            ``prune.l1_unstructured`` per module; ``"global"`` ranks all matching layers'
-            weights together, as ``prune.global_unstructured``.
-
-    Returns:
-        ``model``, whose pruned weights are exact zeros in plain dense tensors. The model is
-        no smaller and no faster: see ``given.sizes.size_report``.
-
-    Note: in a ``BertForMaskedLM`` the MLM decoder is an ``nn.Linear`` whose weight *is* the
-    word-embedding matrix (tied), so pruning every ``nn.Linear`` prunes the embeddings too; pass
-    ``model.bert.encoder`` to prune the encoder's layers only.
-
-    Raises:
-        ValueError: ``pruning_percentage`` outside [0, 1], ``scope`` unknown, or no module of
-            ``layer_type`` in ``model``.
-    """
-    fraction = check_fraction(pruning_percentage, "pruning_percentage")
-    if scope not in ("local", "global"):
-        raise ValueError(f"scope must be 'local' or 'global', got {scope!r}")
-    modules = [module for _, module in matching_modules(model, layer_type)]
-    if scope == "local":
-        masks = [magnitude_mask(module.weight, fraction) for module in modules]
-    else:
-        masks = global_magnitude_masks([module.weight for module in modules], fraction)
-    for module, mask in zip(modules, masks):
-        apply_mask(module, mask)
-    return model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,3 +297,59 @@ def masked_finetune_step(model, masks, inputs, labels, optimizer):
             parameters[name].mul_(mask)
     return loss.item()
     # END SOLUTION
+
+
+# =============================================================================================
+# Given, not graded: two helpers your functions use (read their docstrings), and the lab
+# statement's entry point, apply_weight_pruning, which applies your masks to every matching layer.
+# =============================================================================================
+
+def number_to_prune(fraction, count):
+    """How many of ``count`` units a ``fraction`` prunes: ``round(fraction * count)``, as torch does."""
+    return round(fraction * count)
+
+
+def complement(removed, size):
+    """The indices in ``range(size)`` not in ``removed``, increasing, as an int64 tensor."""
+    keep = torch.ones(size, dtype=torch.bool)
+    keep[torch.as_tensor(removed, dtype=torch.long)] = False
+    return keep.nonzero().flatten()
+
+
+def apply_weight_pruning(model, layer_type, pruning_percentage, scope="local"):
+    """Unstructured magnitude pruning of every ``layer_type`` module's weight, in place.
+
+    Args:
+        model: any ``nn.Module``; changed in place and returned.
+        layer_type: which modules to prune, e.g. ``nn.Linear`` (their ``.weight`` only; biases
+            are left untouched).
+        pruning_percentage: the fraction in [0, 1] of weights to zero: pass 0.2, not 20 (the
+            lab statement's name; it is ``fraction`` everywhere after this function). 0 changes
+            nothing, 1 zeros every weight.
+        scope: ``"local"`` prunes that fraction of each layer, as
+            ``prune.l1_unstructured`` per module; ``"global"`` ranks all matching layers'
+            weights together, as ``prune.global_unstructured``.
+
+    Returns:
+        ``model``, whose pruned weights are exact zeros in plain dense tensors. The model is
+        no smaller and no faster: see ``given.sizes.size_report``.
+
+    Note: in a ``BertForMaskedLM`` the MLM decoder is an ``nn.Linear`` whose weight *is* the
+    word-embedding matrix (tied), so pruning every ``nn.Linear`` prunes the embeddings too; pass
+    ``model.bert.encoder`` to prune the encoder's layers only.
+
+    Raises:
+        ValueError: ``pruning_percentage`` outside [0, 1], ``scope`` unknown, or no module of
+            ``layer_type`` in ``model``.
+    """
+    fraction = check_fraction(pruning_percentage, "pruning_percentage")
+    if scope not in ("local", "global"):
+        raise ValueError(f"scope must be 'local' or 'global', got {scope!r}")
+    modules = [module for _, module in matching_modules(model, layer_type)]
+    if scope == "local":
+        masks = [magnitude_mask(module.weight, fraction) for module in modules]
+    else:
+        masks = global_magnitude_masks([module.weight for module in modules], fraction)
+    for module, mask in zip(modules, masks):
+        apply_mask(module, mask)
+    return model

@@ -38,10 +38,10 @@ Exercises (each stub raises ``NotImplementedError("Exercise 1.N: ...")``):
 """
 import torch
 
-from given.checks import (check_floating_tensor, check_groupwise_arguments, check_groupwise_dequantize_arguments,
-                          check_kmeans_arguments, check_matmul_arguments)
+from given.checks import (check_dim, check_floating_tensor, check_groupwise_arguments,
+                          check_groupwise_dequantize_arguments, check_kmeans_arguments, check_matmul_arguments)
 from given.matmul import FP16_MAX, fp16_matmul, int8_matmul_int32
-from given.quantized_vector import QUANTIZATION_FORMATS, QuantizedVector  # noqa: F401 (your formats in one object)
+from given.sizes import packed_values_bytes
 
 INT8_MAX = 127
 """Absmax int8 uses the symmetric range [-127, 127] (not -128), so that q and -q both exist."""
@@ -55,20 +55,6 @@ dequantize to exact zeros. (A vector whose largest magnitude is below 1e-30 quan
 
 BITNET_EPS = 1e-8
 """BitNet b1.58's epsilon: ``v / max(mean|v|, eps)`` never divides by zero."""
-
-
-def _reduce_abs(v, reduction, dim):
-    """``max`` or ``mean`` of ``|v|``: over the whole tensor (``dim=None``) or along ``dim``.
-
-    The result keeps the reduced dimension (size 1), so it broadcasts against ``v``: for a
-    (rows, cols) matrix and ``dim=1`` it has shape (rows, 1), one value per row.
-    """
-    absolute = v.abs()
-    if dim is None:
-        return absolute.max() if reduction == "max" else absolute.mean()
-    if reduction == "max":
-        return absolute.amax(dim=dim, keepdim=True)
-    return absolute.mean(dim=dim, keepdim=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -175,11 +161,6 @@ def ternary_quantize(v, dim=None):
     q = torch.round(v / gamma.clamp_min(BITNET_EPS)).clamp(-1, 1).to(torch.int8)
     return q, gamma
     # END SOLUTION
-
-
-def scaled_dequantize(q, scale):
-    """Dequantize the BitNet formats (1bit, 1.58bit): ``scale * q`` as float32."""
-    return scale * q.to(torch.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -386,12 +367,6 @@ def groupwise_dequantize(q, alpha):
     # END SOLUTION
 
 
-def nearest_centroid(values, codebook):
-    """Index (int64) of the nearest centroid of ``codebook`` for each of the 1-D ``values``; the
-    lower index on a tie. Memory: one (values, centroids) distance matrix."""
-    return (values[:, None] - codebook[None, :]).abs().argmin(dim=1)
-
-
 def kmeans_quantize(v, bits=4, iterations=20):
     """Codebook quantization (Deep Compression, Han et al. 2016): k-means on the values of ``v``.
 
@@ -422,7 +397,7 @@ def kmeans_quantize(v, bits=4, iterations=20):
         shape, so ``codebook[indices.long()]`` reconstructs ``v`` (as float32).
     """
     check_kmeans_arguments(v, bits, iterations)
-    # Hint: work on values = v.reshape(-1) as float32; nearest_centroid (above) assigns.
+    # Hint: work on values = v.reshape(-1) as float32; nearest_centroid (given, at the end of this file) assigns.
     # torch.bincount(assignment, minlength=2 ** bits) counts each cluster's values,
     # torch.zeros(2 ** bits).index_add_(0, assignment, values) sums them, and torch.where keeps
     # the old centroid where the count is 0.
@@ -438,3 +413,164 @@ def kmeans_quantize(v, bits=4, iterations=20):
         codebook = torch.where(counts > 0, sums / counts.clamp_min(1), codebook)
     return codebook, nearest_centroid(values, codebook).to(torch.uint8).reshape(v.shape)
     # END SOLUTION
+
+
+# ==============================================================================================
+# Given, not graded: the helpers your functions use (read their docstrings), and QuantizedVector,
+# which wraps your four formats in one object (QuantizedLinear stores its weight in one).
+# ==============================================================================================
+
+def _reduce_abs(v, reduction, dim):
+    """``max`` or ``mean`` of ``|v|``: over the whole tensor (``dim=None``) or along ``dim``.
+
+    The result keeps the reduced dimension (size 1), so it broadcasts against ``v``: for a
+    (rows, cols) matrix and ``dim=1`` it has shape (rows, 1), one value per row.
+    """
+    absolute = v.abs()
+    if dim is None:
+        return absolute.max() if reduction == "max" else absolute.mean()
+    if reduction == "max":
+        return absolute.amax(dim=dim, keepdim=True)
+    return absolute.mean(dim=dim, keepdim=True)
+
+
+def scaled_dequantize(q, scale):
+    """Dequantize the BitNet formats (1bit, 1.58bit): ``scale * q`` as float32."""
+    return scale * q.to(torch.float32)
+
+
+def nearest_centroid(values, codebook):
+    """Index (int64) of the nearest centroid of ``codebook`` for each of the 1-D ``values``; the
+    lower index on a tie. Memory: one (values, centroids) distance matrix."""
+    return (values[:, None] - codebook[None, :]).abs().argmin(dim=1)
+
+
+QUANTIZATION_FORMATS = ("int8", "fp16", "1bit", "1.58bit")
+
+
+def check_format(quantization_format):
+    """Raise a clear error unless ``quantization_format`` is one of ``QUANTIZATION_FORMATS``."""
+    if quantization_format not in QUANTIZATION_FORMATS:
+        raise ValueError(f"unknown quantization_format {quantization_format!r}; "
+                         f"allowed formats: {', '.join(QUANTIZATION_FORMATS)}")
+    return quantization_format
+
+
+class QuantizedVector:
+    """A tensor quantized to one of ``QUANTIZATION_FORMATS``, quantized on construction.
+
+    Attributes:
+        original_vector: the input tensor, as given (never modified); ``None`` for one made by
+            ``from_quantized``.
+        quantization_format: one of "int8", "fp16", "1bit", "1.58bit".
+        dim: ``None`` (one scale for the whole tensor) or the dimension each vector runs along
+            (one scale per vector; see ``absmax_quantize``).
+        quantized_vector: the stored values (int8, or float16 for "fp16"), shape of the input.
+        alpha: the scale it used (see the table in ``quantization.py``); ``None`` for "fp16".
+
+    Example::
+
+        >>> qv = QuantizedVector(torch.tensor([0.5, -0.75, 1.25, -1.5, 2.0]), "int8")
+        >>> qv.get_quantized()
+        tensor([ 32, -48,  79, -95, 127], dtype=torch.int8)
+        >>> QuantizedVector(weight, "int8", dim=0).alpha.shape   # one scale per column
+        torch.Size([1, out_features])
+        >>> w_q = QuantizedVector(weight, "int8", dim=0); w_q[mask]   # rows, same column scales
+    """
+
+    def __init__(self, vector, quantization_format="int8", dim=None):
+        check_format(quantization_format)
+        check_floating_tensor(vector, "vector")
+        check_dim(vector, dim)
+        if vector.dtype == torch.float64:
+            check_floating_tensor(vector.to(torch.float32), "vector (as float32)")
+        self.original_vector = vector
+        self.quantization_format = quantization_format
+        self.dim = dim
+        self.quantized_vector = None
+        self.alpha = None
+        self.quantize()
+
+    def quantize(self):
+        """(Re)compute ``quantized_vector`` and ``alpha`` from ``original_vector``; return the former."""
+        v = self.original_vector.detach().to(torch.float32)
+        if self.quantization_format == "int8":
+            self.quantized_vector, self.alpha = absmax_quantize(v, self.dim)
+        elif self.quantization_format == "fp16":
+            self.quantized_vector, self.alpha = fp16_quantize(v), None
+        elif self.quantization_format == "1bit":
+            self.quantized_vector, self.alpha = binary_quantize(v, self.dim)
+        else:
+            self.quantized_vector, self.alpha = ternary_quantize(v, self.dim)
+        return self.quantized_vector
+
+    @classmethod
+    def from_quantized(cls, quantized_vector, alpha, quantization_format="int8", dim=None):
+        """A ``QuantizedVector`` around values that are already quantized (nothing is recomputed).
+
+        ``original_vector`` is then ``None``: only the quantized values and their scales exist.
+        ``QuantizedLinear`` uses it to hand its stored int8 weight to your functions.
+        """
+        check_format(quantization_format)
+        self = cls.__new__(cls)
+        self.original_vector = None
+        self.quantization_format = quantization_format
+        self.dim = dim
+        self.quantized_vector = quantized_vector
+        self.alpha = alpha
+        return self
+
+    @property
+    def shape(self):
+        """The shape of the quantized tensor (that of ``original_vector``)."""
+        return self.quantized_vector.shape
+
+    def __getitem__(self, rows):
+        """The rows ``rows`` (an index, slice or bool mask) of a matrix quantized column-wise.
+
+        Only for ``dim=0`` (one scale per column, as for a weight (in, out)): selecting rows keeps
+        every column, so the selected rows keep the same column scales. Example: ``weight[mask]``
+        of a ``QuantizedVector(weight, "int8", dim=0)`` is a ``QuantizedVector`` of the rows where
+        ``mask`` is True, and ``weight[mask].dequantize()`` their float32 values.
+        """
+        if self.dim != 0 or self.quantized_vector.dim() != 2:
+            raise IndexError(f"only the rows of a 2-D QuantizedVector with dim=0 (one scale per "
+                             f"column) can be selected; this one has shape "
+                             f"{tuple(self.quantized_vector.shape)} and dim={self.dim}")
+        values = self.quantized_vector
+        if values.stride(0) == 1:  # stored column after column (QuantizedLinear): keep that layout
+            selected = values.T[:, rows].T
+        else:
+            selected = values[rows]
+        return QuantizedVector.from_quantized(selected, self.alpha, self.quantization_format, dim=0)
+
+    def dequantize(self):
+        """The float32 approximation of ``original_vector`` (same shape)."""
+        return dequantize(self.quantized_vector, self.alpha, self.quantization_format)
+
+    def get_quantized(self):
+        return self.quantized_vector
+
+    def memory_bytes(self):
+        """Bytes this tensor needs in its format when packed, scales included (float32 each).
+
+        int8: 1 byte per value; fp16: 2; 1bit: 1/8 byte (8 signs per byte); 1.58bit: 1/5 byte
+        (5 ternary values per byte). This class keeps 1bit and 1.58bit values in int8 in memory
+        for simplicity: the number reported is what a packed format stores (``given.sizes``).
+        """
+        scales = 0 if self.alpha is None else self.alpha.numel()
+        return packed_values_bytes(self.quantized_vector.numel(), self.quantization_format) + 4 * scales
+
+    def __repr__(self):
+        return (f"QuantizedVector(format={self.quantization_format!r}, "
+                f"shape={tuple(self.quantized_vector.shape)}, dim={self.dim})")
+
+
+def dequantize(q, scale, quantization_format):
+    """Float32 values of quantized ``q`` with ``scale`` in ``quantization_format``, with your
+    ``absmax_dequantize`` for int8 and ``scaled_dequantize`` for the BitNet formats."""
+    if quantization_format == "int8":
+        return absmax_dequantize(q, scale)
+    if quantization_format == "fp16":
+        return q.to(torch.float32)
+    return scaled_dequantize(q, scale)

@@ -54,9 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from given.matmul import int8_matmul_int32, int_mm_speed_vs_float32  # noqa: E402
 from given.quantized_linear import (AROUND_THE_GEMM, QuantizedLinear, around_line, quantize_model,  # noqa: E402
                                     time_breakdown)
-from given.quantized_vector import QuantizedVector  # noqa: E402
 from given.timing import time_interleaved  # noqa: E402
-from quantization import mixed_precision_forward  # noqa: E402
+from quantization import QuantizedVector, mixed_precision_forward  # noqa: E402
 
 OUTLIER_COLUMNS = [17, 301]
 LAYER_GOAL, BERT_GOAL = 4.0, 3.0

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
+from given import your_code
 from given.checks import check_fraction, is_integer
-from pruning import complement, number_to_prune, remove_attention_heads, shrink_linear
 
 
 def bert_layers(model):
@@ -88,14 +88,14 @@ def prune_bert_ffn_neurons(model, fraction):
         raise ValueError(f"layers have different feed-forward sizes {sorted(sizes)}; the config can "
                          f"only describe one")
     size = sizes.pop()
-    count = number_to_prune(fraction, size)
+    count = your_code.pruning.number_to_prune(fraction, size)
     if count >= size:
         raise ValueError(f"fraction {fraction:g} would remove all {size} feed-forward neurons of each layer")
     for layer in layers:
         removed = lowest_indices(ffn_neuron_importance(layer), count)
-        keep = complement(removed, size)
-        shrink_linear(layer.intermediate.dense, keep, dim=0)
-        shrink_linear(layer.output.dense, keep, dim=1)
+        keep = your_code.pruning.complement(removed, size)
+        your_code.pruning.shrink_linear(layer.intermediate.dense, keep, dim=0)
+        your_code.pruning.shrink_linear(layer.output.dense, keep, dim=1)
     model.config.intermediate_size = size - count
     return model
 
@@ -125,17 +125,17 @@ def prune_bert_heads(model, fraction):
     attentions = [layer.attention for layer in bert_layers(model)]  # a clear TypeError if not a BERT
     pruned = {int(layer): set(heads) for layer, heads in (getattr(model.config, "pruned_heads", None) or {}).items()}
     head_counts = [attention.self.num_attention_heads for attention in attentions]
-    emptied = [heads for heads in head_counts if number_to_prune(fraction, heads) >= heads]
+    emptied = [heads for heads in head_counts if your_code.pruning.number_to_prune(fraction, heads) >= heads]
     if emptied:
         raise ValueError(f"fraction {fraction:g} would remove every head of a layer with "
                          f"{emptied[0]} heads; at least one must stay")
     for index, attention in enumerate(attentions):
         original_heads = [h for h in range(model.config.num_attention_heads) if h not in pruned.get(index, set())]
         scores = attention_head_importance(attention)
-        removed = lowest_indices(scores, number_to_prune(fraction, len(scores))).tolist()
+        removed = lowest_indices(scores, your_code.pruning.number_to_prune(fraction, len(scores))).tolist()
         if not removed:
             continue
-        remove_attention_heads(attention, removed)
+        your_code.pruning.remove_attention_heads(attention, removed)
         removed_original = {original_heads[position] for position in removed}
         pruned[index] = pruned.get(index, set()) | removed_original
         if hasattr(attention, "pruned_heads"):  # the library's own record, where it keeps one
@@ -183,7 +183,7 @@ def load_shrunk_bert(path, model_class=None):
 
     model = model_class(config)
     for index, heads in pruned.items():
-        remove_attention_heads(bert_layers(model)[index].attention, heads)
+        your_code.pruning.remove_attention_heads(bert_layers(model)[index].attention, heads)
     index_file = path / "model.safetensors.index.json"
     if index_file.exists():
         shards = sorted(set(json.loads(index_file.read_text())["weight_map"].values()))

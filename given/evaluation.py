@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from transformers import set_seed
 
+from given import your_code
 from given.checks import check_positive_integer
 from given.manifest import SHARED_DATA_DIR
 from given.models import BUILTIN_TEXT_SAMPLE, announce, hub_reachable
@@ -815,7 +816,7 @@ def distill_bert_student(teacher, train_texts, tokenizer, *, num_layers=None, st
     Returns:
         ``(student, epoch_losses)``, the student in eval mode.
     """
-    from distillation import distill_model, make_bert_student  # your Exercise 3
+    yours = your_code.distillation  # your Exercise 3
 
     if steps < epochs or epochs < 1:
         raise ValueError(f"need epochs >= 1 and steps >= epochs, got steps={steps}, epochs={epochs}")
@@ -823,7 +824,7 @@ def distill_bert_student(teacher, train_texts, tokenizer, *, num_layers=None, st
     batches = make_mlm_batches(train_texts, tokenizer, num_batches=steps // epochs, batch_size=batch_size,
                                seq_len=seq_len, seed=seed)
     device = model_device(teacher)
-    student = make_bert_student(teacher, num_layers=num_layers).to(device)  # a copy: teacher unchanged
-    student, epoch_losses = distill_model(teacher, student, batches, temperature, alpha, epochs, learning_rate,
+    student = yours.make_bert_student(teacher, num_layers=num_layers).to(device)  # a copy: teacher unchanged
+    student, epoch_losses = yours.distill_model(teacher, student, batches, temperature, alpha, epochs, learning_rate,
                                           progress=progress, device=device)
     return student.eval(), epoch_losses

@@ -17,13 +17,13 @@ import time
 import torch
 from torch import nn
 
+from given import your_code
 from given.bert_surgery import shrink_bert
 from given.checks import check_fraction
 from given.evaluation import MaskedEvalSet, masked_lm_perplexity
 from given.matmul import int8_matmul_int32
 from given.pruning_tools import sparsity
 from given.quantized_linear import _tied_parameter_ids
-from given.quantized_vector import QuantizedVector
 from given.sizes import stored_tensors
 from given.timing import _synchronize
 from given.torch_utils import apply_mask, matching_modules
@@ -62,7 +62,8 @@ class PerTensorInt8Linear(nn.Module):
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"expected an nn.Linear, got {type(linear).__name__}")
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        quantized = QuantizedVector(linear.weight.detach().T.to(torch.float32), "int8", dim=None)
+        weight_in_out = linear.weight.detach().T.to(torch.float32)
+        quantized = your_code.quantization.QuantizedVector(weight_in_out, "int8", dim=None)
         self.register_buffer("weight_quantized", quantized.quantized_vector.T.contiguous())  # (out, in)
         self.register_buffer("weight_scale", torch.as_tensor(quantized.alpha, dtype=torch.float32))
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(),
@@ -71,7 +72,7 @@ class PerTensorInt8Linear(nn.Module):
     def forward(self, x):
         *leading, in_features = x.shape
         x2d = x.reshape(-1, in_features).to(torch.float32)
-        x_q = QuantizedVector(x2d, "int8", dim=None)  # one scale for every token and feature
+        x_q = your_code.quantization.QuantizedVector(x2d, "int8", dim=None)  # one scale for every token and feature
         accumulated = int8_matmul_int32(x_q.quantized_vector, self.weight_quantized.T)
         out = accumulated.to(torch.float32) / (x_q.alpha * self.weight_scale)
         if self.bias is not None:
@@ -115,7 +116,7 @@ def prune_copy(model, method, fraction):
     - "global": the same, ranking all encoder Linear weights together.
     - "structured": ``shrink_bert(model, fraction)``, that fraction of FFN neurons and heads.
     """
-    from pruning import apply_weight_pruning  # your Exercise 2
+    apply_weight_pruning = your_code.pruning.apply_weight_pruning  # your Exercise 2
 
     if method not in PRUNING_METHODS:
         raise ValueError(f"method must be one of {PRUNING_METHODS}, got {method!r}")
@@ -167,7 +168,7 @@ def layer_sensitivity(model, eval_set, fraction, *, batch_size=32):
         (e.g. ``attention.self.query``), ``weights``, ``perplexity``.
     """
     import pandas as pd
-    from pruning import magnitude_mask  # your Exercise 2
+    magnitude_mask = your_code.pruning.magnitude_mask  # your Exercise 2
 
     check_fraction(fraction, "fraction")
     rows = []
@@ -304,25 +305,24 @@ def quantize_weight(weight, scheme, bits, group_size=None, iterations=20):
         ``(restored, stored_bits)``: float32 of ``weight``'s shape; ``bits`` per value plus
         ``SCALE_BITS`` per scale or centroid.
     """
-    from quantization import (absmax_dequantize, absmax_quantize, groupwise_dequantize, groupwise_quantize,
-                              kmeans_quantize)  # your Exercise 1
+    yours = your_code.quantization  # your Exercise 1
 
     if scheme not in GRANULARITY_SCHEMES:
         raise ValueError(f"scheme must be one of {GRANULARITY_SCHEMES}, got {scheme!r}")
     w = weight.detach().to(torch.float32)
     rows, columns = w.shape
     if scheme == "k-means":
-        codebook, indices = kmeans_quantize(w, bits=bits, iterations=iterations)
+        codebook, indices = yours.kmeans_quantize(w, bits=bits, iterations=iterations)
         return codebook[indices.long()], w.numel() * bits + SCALE_BITS * codebook.numel()
     if scheme in ("per-tensor", "per-channel") and bits == 8:
-        q, alpha = absmax_quantize(w, dim=None if scheme == "per-tensor" else 1)
-        return absmax_dequantize(q, alpha), w.numel() * bits + SCALE_BITS * alpha.numel()
+        q, alpha = yours.absmax_quantize(w, dim=None if scheme == "per-tensor" else 1)
+        return yours.absmax_dequantize(q, alpha), w.numel() * bits + SCALE_BITS * alpha.numel()
     if scheme == "per-tensor":
-        q, alpha = groupwise_quantize(w.reshape(1, -1), bits=bits, group_size=w.numel())
-        return groupwise_dequantize(q, alpha).reshape(rows, columns), w.numel() * bits + SCALE_BITS
+        q, alpha = yours.groupwise_quantize(w.reshape(1, -1), bits=bits, group_size=w.numel())
+        return yours.groupwise_dequantize(q, alpha).reshape(rows, columns), w.numel() * bits + SCALE_BITS
     group_size = columns if scheme == "per-channel" else group_size
-    q, alpha = groupwise_quantize(w, bits=bits, group_size=group_size)
-    return groupwise_dequantize(q, alpha), w.numel() * bits + SCALE_BITS * alpha.numel()
+    q, alpha = yours.groupwise_quantize(w, bits=bits, group_size=group_size)
+    return yours.groupwise_dequantize(q, alpha), w.numel() * bits + SCALE_BITS * alpha.numel()
 
 
 def quantize_linear_weights(model, scheme, bits, group_size=None, iterations=20):
@@ -435,7 +435,7 @@ def finetune_pruned(model, batches, *, learning_rate=1e-4, weight_decay=0.01, tr
         ``(model, losses)``: the model in eval mode, fine-tuned in place, and each step's loss.
     """
     from given.pruning_tools import pruning_masks
-    from pruning import masked_finetune_step  # your Exercise 2.7
+    masked_finetune_step = your_code.pruning.masked_finetune_step  # your Exercise 2.7
 
     masks = pruning_masks(model)
     frozen = [] if train_embeddings else list(model.bert.embeddings.parameters())
@@ -551,7 +551,7 @@ def prune_per_layer(model, fractions):
     """A deep copy of ``model`` with each encoder Linear pruned by its own fraction (your
     ``magnitude_mask``); ``fractions`` is ``sensitivity_sparsities``' table (``layer``, ``module``,
     ``fraction``). Returns ``(pruned, sparsity of the encoder's Linear weights)``."""
-    from pruning import magnitude_mask  # your Exercise 2
+    magnitude_mask = your_code.pruning.magnitude_mask  # your Exercise 2
 
     pruned = copy.deepcopy(model)
     chosen = {(int(row.layer), row.module): float(row.fraction) for row in fractions.itertuples()}

@@ -1,9 +1,9 @@
 """Your Exercise 2 masks applied to whole models, and how sparse a model is (given code)."""
 from torch import nn
 
+from given import your_code
 from given.checks import check_fraction
 from given.torch_utils import apply_mask, matching_modules
-from pruning import nm_sparsity_mask, row_norm_mask
 
 
 def prune_output_neurons(model, layer_type, fraction):
@@ -27,7 +27,7 @@ def prune_output_neurons(model, layer_type, fraction):
         if module.weight.dim() < 2:
             raise ValueError(f"{name}: structured pruning needs a weight with rows (2 or more dims), "
                              f"got shape {tuple(module.weight.shape)}")
-        apply_mask(module, row_norm_mask(module.weight, fraction))
+        apply_mask(module, your_code.pruning.row_norm_mask(module.weight, fraction))
     return model
 
 
@@ -41,7 +41,7 @@ def apply_nm_pruning(model, layer_type, n=2, m=4):
         ``model``.
     """
     for _, module in matching_modules(model, layer_type):
-        apply_mask(module, nm_sparsity_mask(module.weight, n, m))
+        apply_mask(module, your_code.pruning.nm_sparsity_mask(module.weight, n, m))
     return model
 
 

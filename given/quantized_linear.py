@@ -9,9 +9,9 @@ import types
 import torch
 from torch import nn
 
+from given import your_code
 from given.checks import check_threshold
 from given.matmul import fp16_matmul, int8_matmul_int32
-from given.quantized_vector import QuantizedVector, check_format, dequantize
 from given.sizes import packed_bytes
 from given.timing import _summary, time_interleaved
 
@@ -39,12 +39,12 @@ class QuantizedLinear(nn.Module):
         super().__init__()
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"expected an nn.Linear, got {type(linear).__name__}")
-        check_format(quantization_format)
+        your_code.quantization.check_format(quantization_format)
         self.threshold = check_threshold(threshold)
         self.in_features, self.out_features = linear.in_features, linear.out_features
         weight_in_out = linear.weight.detach().T.to(torch.float32)  # (in, out), as in the lab
-        quantized = QuantizedVector(weight_in_out, quantization_format,
-                                    dim=None if quantization_format == "fp16" else 0)
+        dim = None if quantization_format == "fp16" else 0
+        quantized = your_code.quantization.QuantizedVector(weight_in_out, quantization_format, dim=dim)
         self.quantization_format = quantization_format
         # Stored (out, in) like nn.Linear; .T is the lab's (in, out) as a column-major view,
         # the layout torch._int_mm reads fastest.
@@ -61,13 +61,13 @@ class QuantizedLinear(nn.Module):
 
     def quantized_weight(self):
         """The stored weight as a ``QuantizedVector`` of the (in, out) weight (a view, no copy)."""
-        return QuantizedVector.from_quantized(self.weight_quantized.T, self.weight_scale,
-                                              self.quantization_format,
-                                              dim=None if self.quantization_format == "fp16" else 0)
+        dim = None if self.quantization_format == "fp16" else 0
+        return your_code.quantization.QuantizedVector.from_quantized(
+            self.weight_quantized.T, self.weight_scale, self.quantization_format, dim=dim)
 
     def dequantized_weight(self):
         """The float32 (in, out) weight this layer multiplies by."""
-        return dequantize(self.weight_quantized.T, self.weight_scale, self.quantization_format)
+        return your_code.quantization.dequantize(self.weight_quantized.T, self.weight_scale, self.quantization_format)
 
     def forward(self, x):
         if not (isinstance(x, torch.Tensor) and x.is_floating_point()):
@@ -92,15 +92,13 @@ class QuantizedLinear(nn.Module):
 
     def _llm_int8(self, x):
         """Your ``mixed_precision_forward`` on the stored int8 weight; keeps the outlier mask it found."""
-        import quantization
-
-        forward, found = _recording_outlier_columns(quantization.mixed_precision_forward,
-                                                    quantization.outlier_columns)
+        yours = your_code.quantization
+        forward, found = _recording_outlier_columns(yours.mixed_precision_forward, yours.outlier_columns)
         out = forward(x, self.quantized_weight(), self.threshold)
         if found:
             self._last_outliers = found[0]
         elif x.shape[0]:  # a forward that finds its outliers without outlier_columns: search once more
-            self._last_outliers = quantization.outlier_columns(x, self.threshold)
+            self._last_outliers = yours.outlier_columns(x, self.threshold)
         return out
 
     def extra_repr(self):
@@ -154,7 +152,7 @@ def quantize_model(model, quantization_format="int8", threshold=6.0, skip=(), qu
         ``(model, size_bytes)``: the same model object, and its ``given.sizes.packed_bytes``
         (1bit and 1.58bit values counted packed; everything else as stored).
     """
-    check_format(quantization_format)
+    your_code.quantization.check_format(quantization_format)
     check_threshold(threshold)
     if not isinstance(quantize_tied, bool):
         raise TypeError(f"quantize_tied must be True or False, got {quantize_tied!r}")
@@ -216,11 +214,10 @@ def llm_int8_steps(x, w_q, threshold=6.0):
     step on the previous steps' outputs, computed once here) and the result of running them in
     order, float32 (tokens, out), the same numbers as the reference ``mixed_precision_forward``.
     """
-    from quantization import outlier_columns
-
-    is_outlier = outlier_columns(x, threshold)
+    yours = your_code.quantization
+    is_outlier = yours.outlier_columns(x, threshold)
     x_regular = x.masked_fill(is_outlier, 0.0)
-    x_q = QuantizedVector(x_regular, "int8", dim=1)
+    x_q = yours.QuantizedVector(x_regular, "int8", dim=1)
     accumulated = int8_matmul_int32(x_q.quantized_vector, w_q.quantized_vector)
     outlier_x, outlier_rows = x[:, is_outlier], w_q[is_outlier].dequantize()
 
@@ -232,9 +229,9 @@ def llm_int8_steps(x, w_q, threshold=6.0):
         fp16_matmul(outlier_x, outlier_rows, add_to=result)
     sink = result.clone()  # step 6 alone adds to it, as it adds to the result in the whole call
     steps = {
-        "1. find the outlier columns (your 1.6)": lambda: outlier_columns(x, threshold),
+        "1. find the outlier columns (your 1.6)": lambda: yours.outlier_columns(x, threshold),
         "2. zero them in x (W whole, no copy)": lambda: x.masked_fill(is_outlier, 0.0),
-        "3. quantize x per row (your 1.1)": lambda: QuantizedVector(x_regular, "int8", dim=1),
+        "3. quantize x per row (your 1.1)": lambda: yours.QuantizedVector(x_regular, "int8", dim=1),
         GEMM_STEP: lambda: int8_matmul_int32(x_q.quantized_vector, w_q.quantized_vector),
         "5. dequantize in place: to float32, / row, / column scales": dequantize_in_place,
         "6. fp16 outlier product, added": lambda: fp16_matmul(outlier_x, outlier_rows, add_to=sink),
@@ -264,12 +261,11 @@ def time_breakdown(tokens=2048, in_features=768, out_features=3072, outlier_feat
     """
     import pandas as pd
 
-    from quantization import mixed_precision_forward, outlier_columns
-
+    yours = your_code.quantization
     x, weight = breakdown_data(tokens, in_features, out_features, outlier_features, seed)
-    w_q = QuantizedVector(weight, "int8", dim=0)
+    w_q = yours.QuantizedVector(weight, "int8", dim=0)
     steps, _ = llm_int8_steps(x, w_q, threshold)
-    whole = {WHOLE_CALL: lambda: mixed_precision_forward(x, w_q, threshold), FP32_MATMUL: lambda: x @ weight}
+    whole = {WHOLE_CALL: lambda: yours.mixed_precision_forward(x, w_q, threshold), FP32_MATMUL: lambda: x @ weight}
     with torch.inference_mode():
         stats = time_interleaved({**steps, **whole}, warmup=2, repeats=repeats)
     fp32_times = stats[FP32_MATMUL]["times"]
@@ -283,7 +279,7 @@ def time_breakdown(tokens=2048, in_features=768, out_features=3072, outlier_feat
                        "% of steps": 100 * s["median"] / step_total if label in steps else float("nan"),
                        "x fp32 matmul": ratios["median"], "q1 x": ratios["q1"], "q3 x": ratios["q3"]}
     table = pd.DataFrame.from_dict(rows, orient="index")
-    outliers = int(outlier_columns(x, threshold).sum())
+    outliers = int(yours.outlier_columns(x, threshold).sum())
     table.index.name = (f"x {tokens}x{in_features} ({outliers} outlier columns) @ W "
                         f"{in_features}x{out_features}, {torch.get_num_threads()} thread(s)")
     if show:

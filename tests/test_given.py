@@ -15,7 +15,7 @@ from distillation import (compute_distillation_loss, cross_entropy_loss, distill
                           evenly_spaced_layers, make_bert_student)
 from given.distill_loop import model_logits
 from given.matmul import fp16_matmul, int8_matmul_int32
-from given.quantized_vector import QuantizedVector
+from quantization import QuantizedVector
 from helpers import changed_entries, small_bert, state_copy
 from quantization import mixed_precision_forward
 from test_distillation import NUM_CLASSES, NUM_FEATURES, make_batches, make_student, make_teacher, random_logits

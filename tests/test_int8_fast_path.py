@@ -17,7 +17,7 @@ import quantization
 from given import quantized_linear
 from given.matmul import fp16_matmul, int8_matmul_int32
 from given.quantized_linear import QuantizedLinear
-from given.quantized_vector import QuantizedVector
+from quantization import QuantizedVector
 from helpers import run_seed
 
 pytestmark = pytest.mark.given_code

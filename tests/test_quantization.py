@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from given.quantized_linear import QuantizedLinear, quantize_model
-from given.quantized_vector import QUANTIZATION_FORMATS, QuantizedVector
+from quantization import QUANTIZATION_FORMATS, QuantizedVector
 from quantization import mixed_precision_forward, outlier_columns
 
 pytestmark = pytest.mark.ex1_quantization
