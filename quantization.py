@@ -40,7 +40,7 @@ import torch
 
 from given.checks import (check_dim, check_floating_tensor, check_groupwise_arguments,
                           check_groupwise_dequantize_arguments, check_kmeans_arguments, check_matmul_arguments)
-from given.matmul import FP16_MAX, fp16_matmul, int8_matmul_int32
+from given.matmul import FP16_MAX, fp16_matmul, int32_to_float32_in_place, int8_matmul_int32
 from given.sizes import packed_values_bytes
 
 INT8_MAX = 127
@@ -85,7 +85,7 @@ def absmax_quantize(v, dim=None):
     # BEGIN SOLUTION Exercise 1.1: absmax int8 quantization (alpha = 127 / max|v|, q = round(v * alpha))
     max_abs = _reduce_abs(v, "max", dim).clamp_min(SMALLEST_RANGE)
     alpha = INT8_MAX / max_abs
-    q = torch.round(v * alpha).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
+    q = (v * alpha).round_().clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)  # one float temporary, rounded in place
     return q, alpha
     # END SOLUTION
 
@@ -166,9 +166,9 @@ def ternary_quantize(v, dim=None):
 # ----------------------------------------------------------------------------------------------
 # LLM.int8(): Exercises 1.6 - 1.8
 # ----------------------------------------------------------------------------------------------
-# Two given helpers do the products: ``int8_matmul_int32`` (int8 @ int8, exact in int32; plain
-# ``@`` on int8 wraps around) and ``fp16_matmul`` (both operands in fp16 precision); see
-# given/matmul.py.
+# Given helpers do the products (see given/matmul.py): ``int8_matmul_int32`` (int8 @ int8, exact
+# in int32; plain ``@`` on int8 wraps around), ``int32_to_float32_in_place`` (its result as float32,
+# in the same memory) and ``fp16_matmul`` (both operands in fp16 precision).
 
 def outlier_columns(x, threshold):
     """Which feature columns of ``x`` hold an outlier (LLM.int8()'s decomposition criterion).
@@ -198,14 +198,16 @@ def int8_vectorwise_matmul(x, weight):
        once) is used as it is: do not quantize it again.
     2. Multiply the int8 matrices with ``int8_matmul_int32`` (never ``int8 @ int8``: it wraps).
     3. Dequantize: ``x ~ q_x / alpha_x`` row-wise and ``W ~ q_W / alpha_W`` column-wise, so
-       ``(x @ W)[i, j] ~ acc[i, j] / (alpha_x[i] * alpha_W[j])``: convert ``acc`` to float32 once,
-       then divide it *in place* by ``alpha_x`` (a column, (tokens, 1)) and by ``alpha_W`` (a row,
-       (1, out)): broadcasting applies each scale across the matrix.
+       ``(x @ W)[i, j] ~ acc[i, j] / (alpha_x[i] * alpha_W[j])``: convert ``acc`` to float32 once
+       (``int32_to_float32_in_place(acc)``, in acc's own memory), then divide it *in place* by
+       ``alpha_x`` (a column, (tokens, 1)) and by ``alpha_W`` (a row, (1, out)): broadcasting
+       applies each scale across the matrix.
 
     Why in place: the product has tokens x out values (BERT-base: 1024 x 3072, 12 MB of float32
     for one layer), and every pass over it reads and writes all of them. ``acc / (alpha_x *
     alpha_W)`` first builds the (tokens, out) outer product of the scales, then a second
-    (tokens, out) quotient: two more fresh buffers the size of the output, each written and read.
+    (tokens, out) quotient: two more fresh buffers the size of the output, each written and read,
+    and a fresh buffer is slow to write the first time (a page fault per 4 KiB).
     ``result.div_(alpha_x).div_(alpha_W)`` works in the one buffer ``result``.
 
     Args:
@@ -221,7 +223,7 @@ def int8_vectorwise_matmul(x, weight):
     x_q = QuantizedVector(x, "int8", dim=1)
     w_q = weight if isinstance(weight, QuantizedVector) else QuantizedVector(weight, "int8", dim=0)
     accumulated = int8_matmul_int32(x_q.quantized_vector, w_q.quantized_vector)
-    result = accumulated.to(torch.float32)
+    result = int32_to_float32_in_place(accumulated)  # accumulated's memory now holds float32
     return result.div_(x_q.alpha).div_(w_q.alpha)  # row scales, then column scales, in place
     # END SOLUTION
 

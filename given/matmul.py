@@ -1,6 +1,8 @@
 """Two matrix products that LLM.int8() needs and plain ``@`` gets wrong (given code).
 
 - ``int8_matmul_int32``: int8 @ int8 accumulated exactly in int32 (``@`` on int8 wraps around).
+- ``int32_to_float32_in_place``: the int32 product converted to float32 in its own memory (no
+  second output-sized buffer).
 - ``fp16_matmul``: a product with both operands in fp16 precision, also on CPUs without fp16
   arithmetic.
 """
@@ -39,6 +41,28 @@ def int8_matmul_int32(a, b):
             b = b.T.contiguous().T  # column-major: the layout the CPU int8 kernel reads fastest
         return torch._int_mm(a, b)
     return (a.to(torch.float64) @ b.to(torch.float64)).to(torch.int32)
+
+
+def int32_to_float32_in_place(accumulated):
+    """``accumulated.to(torch.float32)``, written over ``accumulated``'s own memory.
+
+    int32 and float32 both take 4 bytes, so each value can be converted where it stands. An
+    int8 GEMM's output has tokens x out values (BERT-base: 2048 x 3072, 25 MB); ``.to`` writes
+    the float32 copy into a second buffer that size, and a fresh buffer costs a page fault per
+    4 KiB the first time it is written, often more than the conversion itself. Same values as
+    ``.to(torch.float32)`` (integers above 2^24 round to the nearest float32, as there).
+
+    Args:
+        accumulated: int32 tensor. It is used up: afterwards its memory holds float32 values, so
+            read only the returned tensor. Anything else (another dtype, a non-contiguous view)
+            is converted with ``.to(torch.float32)`` into a new tensor, and left unchanged.
+    Returns:
+        float32 tensor of ``accumulated``'s shape.
+    """
+    if accumulated.dtype != torch.int32 or not accumulated.is_contiguous():
+        return accumulated.to(torch.float32)
+    # Each element is read and written at the same address, so the overlap is harmless.
+    return accumulated.view(torch.float32).copy_(accumulated)
 
 
 def _int_mm_supported(a, b):

@@ -14,7 +14,7 @@ from torch import nn
 from distillation import (compute_distillation_loss, cross_entropy_loss, distill_model,
                           evenly_spaced_layers, make_bert_student)
 from given.distill_loop import model_logits
-from given.matmul import fp16_matmul, int8_matmul_int32
+from given.matmul import fp16_matmul, int32_to_float32_in_place, int8_matmul_int32
 from quantization import QuantizedVector
 from helpers import changed_entries, small_bert, state_copy
 from quantization import mixed_precision_forward
@@ -85,6 +85,26 @@ def test_int8_matmul_fallback_is_exact(monkeypatch):
     expected = a.to(torch.int64) @ b.to(torch.int64)
     result = int8_matmul_int32(a, b)
     assert result.dtype == torch.int32 and torch.equal(result.to(torch.int64), expected)
+
+
+def test_int32_to_float32_in_place_gives_the_values_of_to_float32_in_the_same_memory():
+    """Given helper: the values of ``.to(torch.float32)``, extremes and values above 2^24 included,
+    written over the int32 buffer; a non-contiguous view or another dtype is converted into a new
+    tensor and left as it was."""
+    extremes = torch.tensor([0, 1, -1, 2 ** 24 + 1, -(2 ** 24) - 3, 2 ** 31 - 1, -(2 ** 31)], dtype=torch.int32)
+    for values in (extremes, torch.randint(-2 ** 31, 2 ** 31 - 1, (64, 96), dtype=torch.int32), extremes[:1]):
+        expected = values.to(torch.float32)
+        buffer = values.clone()
+        result = int32_to_float32_in_place(buffer)
+        assert result.dtype == torch.float32 and result.shape == values.shape
+        assert torch.equal(result, expected)
+        assert result.data_ptr() == buffer.data_ptr(), "converted in the int32 buffer's own memory"
+    columns = torch.arange(12, dtype=torch.int32).reshape(3, 4).T  # not contiguous
+    result = int32_to_float32_in_place(columns)
+    assert torch.equal(result, columns.to(torch.float32)) and columns.dtype == torch.int32
+    assert torch.equal(columns, torch.arange(12, dtype=torch.int32).reshape(3, 4).T), "the view is unchanged"
+    int64 = torch.tensor([2 ** 40, -5])
+    assert torch.equal(int32_to_float32_in_place(int64), int64.to(torch.float32)) and int64.dtype == torch.int64
 
 
 def test_mixed_precision_rejects_bad_input():
