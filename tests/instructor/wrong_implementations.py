@@ -53,7 +53,7 @@ W = WrongImplementation
 WRONG_IMPLEMENTATIONS = (
     # Exercise 1: quantization.py
     W("1.1", "boundary", "rounds with floor(x + 0.5), not torch.round (halves to even)",
-      "q = torch.round(v * alpha).clamp(", "q = torch.floor(v * alpha + 0.5).clamp("),
+      "q = (v * alpha).round_().clamp_(", "q = (v * alpha + 0.5).floor_().clamp_("),
     W("1.1", "degenerate", "no lower bound on max|v|: an all-zero vector gives alpha = inf",
       'max_abs = _reduce_abs(v, "max", dim).clamp_min(SMALLEST_RANGE)', 'max_abs = _reduce_abs(v, "max", dim)'),
     W("1.1", "shapes", "handles dim=None, 0 and 1 of a matrix only (dim=-1 and 3-D tensors go wrong)",
