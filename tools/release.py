@@ -23,7 +23,7 @@ import nbformat
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project root: given.manifest
 from classroom_workflow import WORKFLOW_PATH, render_workflow  # noqa: E402
-from given.manifest import EXERCISES, INSTRUCTOR_ONLY, PROJECT_ROOT, is_build_output  # noqa: E402
+from given.manifest import INSTRUCTOR_ONLY, PROJECT_ROOT, is_build_output  # noqa: E402
 from docs_tables import DocsTableError, Generated, is_marker_line, render  # noqa: E402
 from solution_markers import MarkerError, strip_notebook, strip_python_solutions  # noqa: E402
 

@@ -8,7 +8,6 @@ a real first run of the release.
 """
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,11 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import docs_tables  # noqa: E402
 from docs_tables import DocsTableError, Generated, blocks_of, render, stale_pages  # noqa: E402
-from given.manifest import DELIVERABLES, GRADED_MARKERS  # noqa: E402
+from given.manifest import DELIVERABLES  # noqa: E402
 from release import STUDENT_README, release_files, write_release  # noqa: E402
+from test_release import POINTS, run_release_pytest  # noqa: E402
 
 pytestmark = pytest.mark.instructor
-POINTS = {marker: 10.0 for marker in GRADED_MARKERS}  # Classroom points: a stand-in, not checked here
 
 ROOT_PAGES = ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md"))]
 LINK_RE = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
@@ -203,10 +202,8 @@ def test_docs_and_the_generator_stay_out_of_the_release(tmp_path):
 def test_the_first_run_sample_is_what_the_release_prints(tmp_path):
     release = tmp_path / "release"
     write_release(release, points=POINTS)
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("PYTEST", "CI"))}
-    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider"], cwd=release,
-                            env=env, capture_output=True, text=True, timeout=1700)
-    printed = [line.rstrip() for line in result.stdout.splitlines()]
+    _, output, _ = run_release_pytest(release)
+    printed = [line.rstrip() for line in output.splitlines()]
     sample = [line for line in Generated(ROOT).block("first-run") if line != "```"]
     start = printed.index(sample[0]) if sample[0] in printed else None
     assert start is not None and printed[start:start + len(sample)] == sample, (
