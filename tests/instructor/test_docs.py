@@ -3,11 +3,10 @@
 Left out of the student release. The tables between ``<!-- BEGIN GENERATED: name -->`` and
 ``<!-- END GENERATED -->`` lines come from ``tools/docs_tables.py`` (the exercises from the
 solution markers, the points from the tests' markers); after a change, rewrite them with
-``python tools/docs_tables.py --write``. The ``slow`` test checks the sample of a first run against
-a real first run of the release.
+``python tools/docs_tables.py --write``. The sample of a first run is checked against a real first
+run of the release by ``test_release.py``'s end-to-end test (``slow``).
 """
 import re
-import shutil
 import sys
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import docs_tables  # noqa: E402
 from docs_tables import DocsTableError, Generated, blocks_of, render, stale_pages  # noqa: E402
 from given.manifest import DELIVERABLES  # noqa: E402
 from release import STUDENT_README, release_files, write_release  # noqa: E402
-from test_release import POINTS, run_release_pytest  # noqa: E402
+from test_release import POINTS  # noqa: E402
 
 pytestmark = pytest.mark.instructor
 
@@ -191,22 +190,3 @@ def test_docs_and_the_generator_stay_out_of_the_release(tmp_path):
     assert "GENERATED" not in readme
     assert "| 1.1 | `absmax_quantize` |" in readme and "| total | " in readme and "next: Exercise 1.1" in readme
     assert not (tmp_path / "release" / "docs").exists()
-
-
-# ---------------------------------------------------------------------------------------------
-# The sample of a first run against a real one (slow: the release's whole suite, about a minute)
-# ---------------------------------------------------------------------------------------------
-
-@pytest.mark.slow
-@pytest.mark.timeout(1800)
-def test_the_first_run_sample_is_what_the_release_prints(tmp_path):
-    release = tmp_path / "release"
-    write_release(release, points=POINTS)
-    _, output, _ = run_release_pytest(release)
-    printed = [line.rstrip() for line in output.splitlines()]
-    sample = [line for line in Generated(ROOT).block("first-run") if line != "```"]
-    start = printed.index(sample[0]) if sample[0] in printed else None
-    assert start is not None and printed[start:start + len(sample)] == sample, (
-        "the README's first-run sample (python tools/docs_tables.py --write) differs from the "
-        "release's first run:\n" + "\n".join(printed[-20:]))
-    shutil.rmtree(release)

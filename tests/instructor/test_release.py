@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from docs_tables import Generated  # noqa: E402
 from given.manifest import DELIVERABLES, GRADED_MARKERS, NOTEBOOK  # noqa: E402
 from lazy_submissions import KINDS, write_lazy_submissions  # noqa: E402
 from release import write_release  # noqa: E402
@@ -91,6 +92,10 @@ def test_release_suite_fails_only_on_unfinished_exercises_and_is_green_when_done
     assert any(line.startswith("next: Exercise 1.1 absmax_quantize") for line in last_lines), last_lines
     assert " failed" not in last_lines[-1] and "unfinished" in last_lines[-1], last_lines[-1]
     assert len(output.splitlines()) < 80, f"not a screenful: {len(output.splitlines())} lines"
+    sample = "\n".join(line for line in Generated(ROOT).block("first-run") if line != "```")
+    assert sample in "\n".join(line.rstrip() for line in output.splitlines()), (
+        "the student README's first-run sample (python tools/docs_tables.py --write) is not what "
+        "the release prints:\n" + "\n".join(last_lines))
 
     for name in DELIVERABLES:
         (release / name).write_text((ROOT / name).read_text())
