@@ -27,6 +27,6 @@ if ! command -v bwrap >/dev/null 2>&1; then
     fi
   else
     echo "note: bubblewrap (bwrap) is not available on this platform: tools/grade.py will grade" \
-         "without a sandbox (see the README's threat model)" >&2
+         "without a sandbox (see docs/threat-model.md in the instructor's copy of the lab)" >&2
   fi
 fi

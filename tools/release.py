@@ -6,13 +6,13 @@
   becomes ``raise NotImplementedError("Exercise N.M: task")``; docstrings and hints stay.
 - The notebook loses its outputs and the instructor's written answers.
 - Instructor-only files (``INSTRUCTOR_ONLY``: hidden tests, grading tools, CI) are left out.
-- The README is the student's own (``tools/student_README.md``, with the list of exercises filled
-  in from the stubs): set-up, the exercises in order, running and scoring them, the notebook.
+- The README is the student's own (``tools/student_README.md``, its exercises table generated again
+  from the release's stubs by ``tools/docs_tables.py``): set-up, the exercises in order, running and
+  scoring them, the notebook.
 - It refuses to write into a non-empty folder unless ``--force`` is given, so no student or
   instructor work is ever overwritten by accident.
 """
 import argparse
-import ast
 import os
 import shutil
 import sys
@@ -23,11 +23,12 @@ import nbformat
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project root: given.manifest
 from classroom_workflow import WORKFLOW_PATH, render_workflow  # noqa: E402
-from given.manifest import EXERCISES, INSTRUCTOR_ONLY, PROJECT_ROOT, is_build_output  # noqa: E402
+from given.manifest import INSTRUCTOR_ONLY, PROJECT_ROOT, is_build_output  # noqa: E402
+from docs_tables import DocsTableError, Generated, is_marker_line, render  # noqa: E402
 from solution_markers import MarkerError, strip_notebook, strip_python_solutions  # noqa: E402
 
 STUDENT_README = Path(__file__).resolve().parent / "student_README.md"
-"""The release's README.md; ``{exercise_list}`` is replaced by the exercises, in order."""
+"""The release's README.md; its ``exercises`` block is generated again from the release's stubs."""
 
 # tools/grade.py, tools/autograde_plugin.py and tools/solution_markers.py do ship: the Classroom
 # workflow grades with them (they hold no solution and no hidden test).
@@ -51,29 +52,13 @@ def release_files(root=PROJECT_ROOT):
     return sorted(files)
 
 
-def stub_functions(stubbed_source):
-    """``{task label: function name}`` of the ``NotImplementedError`` stubs of a stubbed module."""
-    functions = {}
-    for function in ast.walk(ast.parse(stubbed_source)):
-        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            for node in ast.walk(function):
-                if (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and node.exc.args
-                        and isinstance(node.exc.args[0], ast.Constant)):
-                    functions[node.exc.args[0].value] = function.name
-    return functions
-
-
-def student_readme(stubs):
-    """The student README: the template with the exercise list (``stubs``: file -> {task: function})."""
-    lines = []
-    for exercise in EXERCISES:
-        lines.append(f"**{exercise.title.split(':')[0]}** (`{exercise.deliverable}`, "
-                     f"`python -m pytest -m {exercise.marker}`)\n")
-        for task, function in stubs.get(exercise.deliverable, {}).items():
-            number, what = task.removeprefix("Exercise ").split(": ", 1)
-            lines.append(f"- {number} `{function}`: {what}")
-        lines.append("")
-    return STUDENT_README.read_text().replace("{exercise_list}", "\n".join(lines).rstrip())
+def student_readme(release_dir):
+    """The student README: the template, its ``exercises`` table generated from the stubs of
+    ``release_dir`` (what ships); its points tables are kept as written (``tools/docs_tables.py
+    --check`` and ``tests/instructor/test_docs.py`` keep them true)."""
+    where = str(STUDENT_README.relative_to(PROJECT_ROOT))
+    text = render(STUDENT_README.read_text(), Generated(release_dir), where, only=("exercises",))
+    return "".join(line for line in text.splitlines(keepends=True) if not is_marker_line(line))
 
 
 def classroom_points(release_dir, root=PROJECT_ROOT):
@@ -104,7 +89,7 @@ def write_release(out_dir, root=PROJECT_ROOT, force=False, points=None):
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise SystemExit(f"{out_dir} is not empty; refusing to overwrite it (use --force to write "
                          "into it anyway: files of the release are replaced, others are kept)")
-    tasks, stubs = [], {}
+    tasks = []
     for relative in release_files(root):
         source, target = root / relative, out_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -113,13 +98,12 @@ def write_release(out_dir, root=PROJECT_ROOT, force=False, points=None):
             compile(stubbed, str(relative), "exec")  # a stub that does not parse is a bug here
             target.write_text(stubbed)
             tasks += file_tasks
-            stubs[relative.as_posix()] = stub_functions(stubbed)
         elif relative.suffix == ".ipynb":
             notebook = strip_notebook(nbformat.read(source, as_version=4), str(relative))
             nbformat.write(notebook, target)
         else:
             shutil.copy2(source, target)
-    (out_dir / "README.md").write_text(student_readme(stubs))
+    (out_dir / "README.md").write_text(student_readme(out_dir))
     workflow = out_dir / WORKFLOW_PATH
     workflow.parent.mkdir(parents=True, exist_ok=True)
     workflow.write_text(render_workflow(points if points is not None else classroom_points(out_dir, root)))
@@ -137,6 +121,8 @@ def main(argv=None):
         tasks = write_release(args.out_dir, force=args.force)
     except MarkerError as error:
         raise SystemExit(f"malformed solution block: {error}")
+    except DocsTableError as error:
+        raise SystemExit(f"the student README: {error}")
     print(f"Student release written to {args.out_dir}: {len(tasks)} stubbed tasks")
     for task in tasks:
         print(f"  {task}")

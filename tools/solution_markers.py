@@ -2,7 +2,7 @@
 
 In Python (modules, and notebook code cells), a solution block sits inside a function body,
 from a line ``# BEGIN SOLUTION Exercise 2.1: <what to implement>`` to a line ``# END SOLUTION``
-(see the README's "Authoring conventions"), and becomes
+(see ``docs/authoring.md``), and becomes
 ``raise NotImplementedError("Exercise 2.1: <what to implement>")`` at the same indentation.
 (This docstring never starts a line with the marker: the release would stub it.)
 In a notebook's markdown cells, the lines between a line containing ``BEGIN SOLUTION`` and one

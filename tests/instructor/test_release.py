@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from docs_tables import Generated  # noqa: E402
 from given.manifest import DELIVERABLES, GRADED_MARKERS, NOTEBOOK  # noqa: E402
 from lazy_submissions import KINDS, write_lazy_submissions  # noqa: E402
 from release import write_release  # noqa: E402
@@ -51,7 +52,8 @@ def test_student_readme_lists_the_exercises_and_nothing_of_the_instructor(tmp_pa
         assert word not in readme, f"the student README mentions {word!r}"
     for task in tasks:
         number, what = task.removeprefix("Exercise ").split(": ", 1)
-        assert f"- {number} `" in readme and what in readme, f"{task} is missing from the README"
+        row = f"| {number} | `"  # a row of the exercises table, where a | in the text is written \|
+        assert row in readme and what.replace("|", "\\|") in readme, f"{task} is missing from the README"
     for command in ("bash tools/install.sh", "python -m pytest -m ex1_quantization", "--tb=long",
                     "python tools/grade.py --self --exercise", "python tools/run_notebook.py", "Colab"):
         assert command in readme
@@ -90,6 +92,10 @@ def test_release_suite_fails_only_on_unfinished_exercises_and_is_green_when_done
     assert any(line.startswith("next: Exercise 1.1 absmax_quantize") for line in last_lines), last_lines
     assert " failed" not in last_lines[-1] and "unfinished" in last_lines[-1], last_lines[-1]
     assert len(output.splitlines()) < 80, f"not a screenful: {len(output.splitlines())} lines"
+    sample = "\n".join(line for line in Generated(ROOT).block("first-run") if line != "```")
+    assert sample in "\n".join(line.rstrip() for line in output.splitlines()), (
+        "the student README's first-run sample (python tools/docs_tables.py --write) is not what "
+        "the release prints:\n" + "\n".join(last_lines))
 
     for name in DELIVERABLES:
         (release / name).write_text((ROOT / name).read_text())
