@@ -51,6 +51,7 @@ def assert_close(actual, expected, what, rtol=1e-5, atol=1e-6):
 # Exercise 3.1: compute_distillation_loss
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.task("3.1")
 @pytest.mark.worked_example(twin="test_distillation_loss_on_any_shape_mask_and_temperature")
 @pytest.mark.points(0)
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
@@ -68,6 +69,7 @@ def test_loss_two_classes_closed_form(temperature):
                  f"T**2 * KL(teacher || student)")
 
 
+@pytest.mark.task("3.1")
 @pytest.mark.points(1)
 @pytest.mark.parametrize("temperature", [1.0, 5.0])
 def test_loss_2d_is_batchmean_kl_times_t_squared(temperature):
@@ -83,6 +85,7 @@ def test_loss_2d_is_batchmean_kl_times_t_squared(temperature):
                  f"(kl_div batchmean; reduction='mean' would also divide by the 5 classes)")
 
 
+@pytest.mark.task("3.1")
 @pytest.mark.points(1)
 def test_loss_3d_is_mean_per_token():
     temperature = 2.0
@@ -94,6 +97,7 @@ def test_loss_3d_is_mean_per_token():
                  "only, giving 3x the expected value)")
 
 
+@pytest.mark.task("3.1")
 @pytest.mark.points(1)
 def test_loss_mask_counts_only_selected_positions():
     temperature = 2.0
@@ -111,6 +115,7 @@ def test_loss_mask_counts_only_selected_positions():
     assert_close(loss_junk, expected, "changing the logits at masked-out positions must not change the loss")
 
 
+@pytest.mark.task("3.1")
 @pytest.mark.points(1)
 def test_loss_reverse_is_kl_student_to_teacher():
     temperature = 2.0
@@ -123,6 +128,7 @@ def test_loss_reverse_is_kl_student_to_teacher():
                  "reverse=False (default): T**2 * KL(teacher || student)")
 
 
+@pytest.mark.task("3.1")
 @pytest.mark.points(1)
 @pytest.mark.parametrize("temperature", [1.0, 3.0])
 def test_loss_is_stable_for_large_logits(temperature):
@@ -134,6 +140,7 @@ def test_loss_is_stable_for_large_logits(temperature):
     assert_close(loss, expected, f"logits ~1e4, T={temperature}", rtol=1e-4)
 
 
+@pytest.mark.task("3.1")
 @pytest.mark.points(1)
 def test_loss_with_classes_the_teacher_rules_out():
     """A teacher logit of -inf is a class of probability 0: it adds 0 * log 0 = 0, never NaN."""
@@ -151,6 +158,7 @@ def test_loss_with_classes_the_teacher_rules_out():
     assert_close(loss.item(), expected, "KL with classes of teacher probability 0 (0 * log 0 = 0)")
 
 
+@pytest.mark.task("3.1")
 @pytest.mark.points(2)
 def test_loss_gradient_reaches_the_student_only():
     temperature, num_rows = 3.0, 4
@@ -237,6 +245,7 @@ def assert_same_losses(actual, expected, what):
         assert_close(a, b, f"{what}: mean loss of epoch {epoch}", rtol=1e-4)
 
 
+@pytest.mark.task(None, uses=("3.1", "3.2"))
 @pytest.mark.points(1)
 def test_distill_model_lowers_the_loss_and_trains_the_student():
     teacher, student, batches = make_teacher(), make_student(), make_batches()
@@ -256,6 +265,7 @@ def test_distill_model_lowers_the_loss_and_trains_the_student():
     assert not student.training, "distill_model returns the student in eval mode, ready to evaluate"
 
 
+@pytest.mark.task(None, uses=("3.1", "3.2"))
 @pytest.mark.points(2)
 def test_distill_model_keeps_the_teacher_frozen():
     teacher, student, batches = make_teacher(), make_student(), make_batches()
@@ -277,9 +287,13 @@ def test_distill_model_keeps_the_teacher_frozen():
     assert not changed, f"the teacher's parameters and buffers must not change; changed: {changed}"
     assert all(p.grad is None for p in teacher.parameters()), "no gradient may reach the teacher's parameters"
     assert teacher.training, "distill_model must restore the teacher's training flag when it returns"
-    assert_same_weights(student, expected_student, "the student learns from the frozen teacher")
+    assert_same_weights(student, expected_student,
+                        "the teacher stayed frozen, but the student after distill_model (your 3.1 and 3.2) "
+                        "differs from a hand-written loop's: alpha * T**2 * KL + (1 - alpha) * CE, "
+                        "fresh gradients for every batch")
 
 
+@pytest.mark.task(None, uses=("3.1", "3.2"))
 @pytest.mark.points(2)
 def test_alpha_zero_is_plain_cross_entropy_training():
     teacher, student, batches = make_teacher(), make_student(), make_batches()
@@ -292,6 +306,7 @@ def test_alpha_zero_is_plain_cross_entropy_training():
     assert_same_weights(student, expected_student, what)
 
 
+@pytest.mark.task(None, uses=("3.1", "3.2"))
 @pytest.mark.points(2)
 def test_alpha_one_learns_from_the_teacher_only():
     teacher, student, batches = make_teacher(), make_student(), make_batches()
@@ -315,6 +330,7 @@ def test_alpha_one_learns_from_the_teacher_only():
     assert_same_weights(twin, student, "alpha=1 weighs the distillation term only: the labels must not matter")
 
 
+@pytest.mark.task(None, uses=("3.1", "3.2"))
 @pytest.mark.points(2)
 def test_mixed_alpha_matches_a_hand_written_loop():
     teacher, student, batches = make_teacher(), make_student(), make_batches()
@@ -366,6 +382,7 @@ def masked_lm_batch():
                 token_type_ids=torch.zeros(2, 8, dtype=torch.long), labels=labels)
 
 
+@pytest.mark.task(None, uses=("3.1", "3.2"))
 @pytest.mark.points(2)
 def test_distill_bert_with_dict_batches():
     teacher, student = seeded_bert(seed=run_seed(), num_layers=2), seeded_bert(seed=run_seed() + 1, num_layers=1)
@@ -401,6 +418,7 @@ def test_distill_bert_with_dict_batches():
 # Exercises 3.3 and 3.4: a shallower BERT student
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.task("3.3")
 @pytest.mark.points(1)
 @pytest.mark.parametrize("teacher_layers, student_layers, expected", [
     (12, 6, [0, 2, 4, 7, 9, 11]),  # DistilBERT's choice for BERT-base
@@ -415,6 +433,7 @@ def test_evenly_spaced_layers(teacher_layers, student_layers, expected):
         f"evenly_spaced_layers({teacher_layers}, {student_layers}) should be {expected}")
 
 
+@pytest.mark.task("3.3")
 @pytest.mark.points(1)
 def test_evenly_spaced_layers_at_both_ends():
     """k = L keeps every layer and k = 1 keeps layer 0, and k in between still spreads out."""
@@ -433,6 +452,7 @@ def layer_mapped_name(name, layer_ids):
     return f"{prefix}{layer_ids[int(index)]}.{rest}"
 
 
+@pytest.mark.task("3.4")
 @pytest.mark.points(2)
 def test_make_bert_student_copies_the_chosen_layers():
     teacher = teacher_for_make_bert_student(num_layers=4)
@@ -456,6 +476,7 @@ def test_make_bert_student_copies_the_chosen_layers():
         "the student's logits should equal the teacher's with encoder layers 1 and 2 removed")
 
 
+@pytest.mark.task("3.4")
 @pytest.mark.points(1)
 def test_make_bert_student_default_is_an_independent_half_depth_copy():
     teacher = teacher_for_make_bert_student(num_layers=4)
@@ -527,6 +548,7 @@ def kl_oracle(student, teacher, temperature, mask, reverse):
     return float((per_position[mask] if mask is not None else per_position).mean()) * temperature ** 2
 
 
+@pytest.mark.task("3.1")
 @pytest.mark.points(3)
 @property_test(distillation_cases())
 def test_distillation_loss_on_any_shape_mask_and_temperature(case):
@@ -568,6 +590,7 @@ def distillation_step_reference(teacher, student, inputs, labels, temperature, a
     return loss.item(), student
 
 
+@pytest.mark.task("3.2")
 @pytest.mark.points(2)
 @pytest.mark.parametrize("alpha", [0.0, 0.4, 1.0])
 def test_distillation_step_is_one_update_on_a_fresh_gradient(alpha):
@@ -608,6 +631,7 @@ def layer_counts(draw):
     return teacher_layers, draw(st.integers(1, min(teacher_layers, 40)))
 
 
+@pytest.mark.task("3.3")
 @pytest.mark.points(2)
 @property_test(layer_counts(), max_examples=150)
 def test_evenly_spaced_layers_rounds_halves_up_for_any_depth(counts):
@@ -622,6 +646,7 @@ def test_evenly_spaced_layers_rounds_halves_up_for_any_depth(counts):
         f"{expected[:12]}, got {chosen[:12]} (Python's round() sends halves to even: 2.5 -> 2)")
 
 
+@pytest.mark.task("3.4")
 @pytest.mark.points(2)
 @pytest.mark.parametrize("student_layers", [1, 3])
 def test_make_bert_student_at_both_depths(student_layers):

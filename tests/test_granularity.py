@@ -136,6 +136,7 @@ def check_kmeans_output(v, bits, codebook, indices, what=""):
 # Exercise 1.9: group-wise quantization
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.task("1.9")
 @pytest.mark.worked_example(twin="test_groupwise_matches_reference_on_seeded_weights")
 @pytest.mark.points(0)
 def test_groupwise_worked_example():
@@ -144,6 +145,7 @@ def test_groupwise_worked_example():
     assert alpha.tolist() == [[7.0, 3.5]]
 
 
+@pytest.mark.task("1.9")
 @pytest.mark.points(3)
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
 def test_groupwise_matches_reference_on_seeded_weights(bits):
@@ -157,6 +159,7 @@ def test_groupwise_matches_reference_on_seeded_weights(bits):
         assert int(q.abs().max()) == qmax, f"bits={bits}: the largest |v| of a group maps to qmax = {qmax}"
 
 
+@pytest.mark.task("1.9")
 @pytest.mark.points(2)
 @pytest.mark.parametrize("bits", [2, 8])
 def test_groupwise_all_zero_group_gives_zeros_not_nan(bits):
@@ -170,6 +173,7 @@ def test_groupwise_all_zero_group_gives_zeros_not_nan(bits):
         f"got {restored[2].tolist()}")
 
 
+@pytest.mark.task("1.9")
 @pytest.mark.points(1)
 def test_groupwise_with_one_group_per_row_is_per_row_absmax_int8():
     """group_size = k at 8 bits: one absmax scale per row, 127 / max|row| (the 1.1 convention)."""
@@ -181,6 +185,7 @@ def test_groupwise_with_one_group_per_row_is_per_row_absmax_int8():
     assert ((q.float() - torch.round(v * expected_alpha)).abs() <= 1).all()
 
 
+@pytest.mark.task("1.9")
 @pytest.mark.points(2)
 def test_groupwise_dequantize_divides_each_value_by_its_group_scale():
     rows, groups, group_size = int(torch.randint(1, 5, (1,))), int(torch.randint(1, 5, (1,))), 8
@@ -197,6 +202,7 @@ def test_groupwise_dequantize_divides_each_value_by_its_group_scale():
                                err_msg="q[i, j] / alpha[i, j // group_size], with group_size = k // groups")
 
 
+@pytest.mark.task("1.9")
 @pytest.mark.points(2)
 @property_test(st.integers(2, 8), st.sampled_from([1, 2, 3, 4, 8]), st.integers(1, 4), st.data())
 def test_groupwise_property_round_trip_error_is_half_a_step(bits, group_size, groups, data):
@@ -217,6 +223,7 @@ def test_groupwise_property_round_trip_error_is_half_a_step(bits, group_size, gr
 # Exercise 1.10: k-means quantization
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.task("1.10")
 @pytest.mark.worked_example(twin="test_kmeans_empty_clusters_keep_their_value_on_seeded_values")
 @pytest.mark.points(0)
 def test_kmeans_worked_example_empty_clusters_keep_their_value():
@@ -237,6 +244,7 @@ def unambiguous_values(shape, bits, iterations, tries=20):
     raise AssertionError("no unambiguous draw in 20 tries")
 
 
+@pytest.mark.task("1.10")
 @pytest.mark.points(3)
 @pytest.mark.parametrize("bits, iterations", [(1, 5), (2, 1), (3, 20), (4, 2), (4, 20)])
 def test_kmeans_matches_lloyd_reference_on_seeded_weights(bits, iterations):
@@ -250,6 +258,7 @@ def test_kmeans_matches_lloyd_reference_on_seeded_weights(bits, iterations):
                                        f"iterations from the even grid min(v)..max(v) (reference in float64)")
 
 
+@pytest.mark.task("1.10")
 @pytest.mark.points(2)
 @pytest.mark.parametrize("bits", [2, 8])
 def test_kmeans_empty_clusters_keep_their_value_on_seeded_values(bits):
@@ -269,6 +278,7 @@ def test_kmeans_empty_clusters_keep_their_value_on_seeded_values(bits):
         f"values {low:.4g} and {high:.4g}: indices 0 and {2 ** bits - 1}, got {indices.tolist()}")
 
 
+@pytest.mark.task("1.10")
 @pytest.mark.points(1)
 def test_kmeans_with_no_iteration_is_the_uniform_grid():
     v = random_weight(5, 17)
@@ -279,6 +289,7 @@ def test_kmeans_with_no_iteration_is_the_uniform_grid():
                                msg="the start: 2 ** bits centroids evenly spaced from min(v) to max(v), both included")
 
 
+@pytest.mark.task("1.10")
 @pytest.mark.points(1)
 def test_kmeans_is_deterministic_and_leaves_v_alone():
     v = random_weight(4, 33)
@@ -292,6 +303,7 @@ def test_kmeans_is_deterministic_and_leaves_v_alone():
     assert squared_error(v, *first) < uniform_grid_error(v, 3), "10 iterations must improve on the uniform grid here"
 
 
+@pytest.mark.task("1.10")
 @pytest.mark.points(3)
 @property_test(st.integers(1, 8), st.integers(0, 12), float_tensors(min_dims=1, max_dims=3, max_side=7))
 def test_kmeans_property_never_worse_than_the_uniform_grid(bits, iterations, v):

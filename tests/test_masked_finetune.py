@@ -107,6 +107,7 @@ def assert_same_parameters(model, reference, when, rtol=1e-4, atol=1e-6):
 
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.task("2.7")
 @pytest.mark.points(3)
 def test_pruned_weights_stay_exactly_zero_over_many_adamw_steps():
     """``STEPS`` steps of AdamW(weight_decay=0.01) whose moments were filled before pruning: after every
@@ -126,6 +127,7 @@ def test_pruned_weights_stay_exactly_zero_over_many_adamw_steps():
     assert_same_parameters(model, reference, f"after {STEPS} steps", rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.task("2.7")
 @pytest.mark.points(2)
 def test_one_step_discards_old_gradients_and_matches_the_reference():
     """Gradients left over from before the call are discarded (``optimizer.zero_grad()``); the loss
@@ -144,6 +146,7 @@ def test_one_step_discards_old_gradients_and_matches_the_reference():
     assert_same_parameters(model, reference, "after one step")
 
 
+@pytest.mark.task("2.7")
 @pytest.mark.points(1)
 def test_only_the_masked_parameters_are_masked():
     """A layer without a mask is trained like any other, even where it holds zeros: masks say

@@ -85,6 +85,7 @@ def assert_same_weights(pruned, reference, what):
 # Exercise 2.1 / 2.2: unstructured magnitude pruning
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.task("2.1")
 @pytest.mark.points(1)
 @pytest.mark.parametrize("fraction", [0.2, 0.37, 0.5, 0.9])
 def test_local_pruning_matches_torch_l1_unstructured(fraction):
@@ -100,6 +101,7 @@ def test_local_pruning_matches_torch_l1_unstructured(fraction):
                         f"{round(fraction * 91)} and {round(fraction * 65)})")
 
 
+@pytest.mark.task("2.1")
 @pytest.mark.points(1)
 def test_fraction_zero_prunes_nothing_and_one_prunes_everything():
     """Both ends, with a fraction in between: doing nothing (or everything) is right only at one end."""
@@ -110,6 +112,7 @@ def test_fraction_zero_prunes_nothing_and_one_prunes_everything():
         assert_same_weights(model, expected, f"apply_weight_pruning(model, nn.Linear, {fraction})")
 
 
+@pytest.mark.task("2.1")
 @pytest.mark.points(1)
 def test_biases_are_never_pruned():
     model = odd_mlp()
@@ -128,6 +131,7 @@ def test_biases_are_never_pruned():
             f"layer {name!r}: expected {round(0.5 * module.weight.numel())} zero weights")
 
 
+@pytest.mark.task("2.1")
 @pytest.mark.points(1)
 def test_pruned_weights_are_plain_tensors_that_save_and_load():
     original = odd_mlp()
@@ -150,6 +154,7 @@ def test_pruned_weights_are_plain_tensors_that_save_and_load():
     assert_same_weights(fresh, torch_l1_unstructured(original, 0.3), "reloaded pruned model")
 
 
+@pytest.mark.task("2.1")
 @pytest.mark.points(1)
 def test_pruning_percentage_is_a_fraction_not_a_percent():
     model = odd_mlp()
@@ -169,6 +174,7 @@ def test_pruning_percentage_is_a_fraction_not_a_percent():
         "a rejected pruning_percentage must leave the model unchanged"
 
 
+@pytest.mark.task("2.1")
 @pytest.mark.points(1)
 def test_only_the_requested_layer_type_is_pruned():
     model = nn.Sequential(nn.Conv1d(3, 5, kernel_size=3), nn.Flatten(), nn.Linear(5 * 6, 4))
@@ -186,6 +192,7 @@ def test_only_the_requested_layer_type_is_pruned():
         apply_weight_pruning(model, nn.Conv2d, 0.5)  # nothing matches: an error, never silence
 
 
+@pytest.mark.task("2.2")
 @pytest.mark.points(1)
 @pytest.mark.parametrize("fraction", [0.2, 0.5, 0.8])
 def test_global_pruning_matches_torch_global_unstructured(fraction):
@@ -210,6 +217,7 @@ def test_global_pruning_matches_torch_global_unstructured(fraction):
 # Exercise 2.3: structured pruning of whole output neurons (by zeroing)
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.task("2.3")
 @pytest.mark.points(1)
 @pytest.mark.parametrize("fraction", [0.2, 0.5, 0.75])
 def test_output_neurons_match_torch_ln_structured(fraction):
@@ -233,6 +241,7 @@ def test_output_neurons_match_torch_ln_structured(fraction):
 # Exercise 2.4: N:M semi-structured sparsity
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.task("2.4")
 @pytest.mark.points(1)
 def test_nm_mask_on_a_hand_example():
     weight = torch.tensor([[1.0, -4.0, 3.0, 2.0, 0.5, -0.1, 0.2, 0.3],
@@ -249,6 +258,7 @@ def test_nm_mask_on_a_hand_example():
         f"{expected}\ngot\n{mask}")
 
 
+@pytest.mark.task("2.4")
 @pytest.mark.points(1)
 @pytest.mark.parametrize("n, m", [(2, 4), (1, 4), (4, 8)])
 def test_nm_mask_keeps_the_n_largest_of_every_m(n, m):
@@ -267,6 +277,7 @@ def test_nm_mask_keeps_the_n_largest_of_every_m(n, m):
         f"exactly its {n} largest |w|; {int((mask != expected.reshape(6, 16)).sum())} entries differ")
 
 
+@pytest.mark.task("2.4")
 @pytest.mark.points(1)
 def test_apply_nm_pruning_gives_the_2_4_pattern():
     model = nn.Sequential(nn.Linear(8, 12), nn.ReLU(), nn.Linear(12, 4))
@@ -295,6 +306,7 @@ def test_apply_nm_pruning_gives_the_2_4_pattern():
 # Exercises 2.5 / 2.6: physically shrinking BERT
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.task("2.5")
 @pytest.mark.points(1)
 def test_shrink_linear_keeps_rows_or_columns():
     linear = nn.Linear(4, 3)
@@ -328,6 +340,23 @@ def small_bert(model_class=None):
 
 def encoder_layers(model):
     return (model.bert if hasattr(model, "bert") else model).encoder.layer
+
+
+def assert_heads_left(model, heads, what, head_size=32, hidden=128):
+    """Every layer's attention has ``heads`` heads of ``head_size`` left, in its counts and in the
+    shapes of query/key/value and output.dense: checked before the model runs on them."""
+    for index, layer in enumerate(encoder_layers(model)):
+        attention, width = layer.attention.self, heads * head_size
+        shapes = [tuple(attention.query.weight.shape), tuple(attention.key.weight.shape),
+                  tuple(attention.value.weight.shape), tuple(layer.attention.output.dense.weight.shape)]
+        assert shapes == [(width, hidden)] * 3 + [(hidden, width)], (
+            f"Exercise 2.6 remove_attention_heads, {what}: layer {index} keeps {heads} heads of {head_size}, so "
+            f"query/key/value must be ({width}, {hidden}) and output.dense ({hidden}, {width}); got {shapes} "
+            f"(head h owns rows h*head_size up to, not including, (h+1)*head_size)")
+        assert (attention.num_attention_heads, attention.attention_head_size, attention.all_head_size) \
+            == (heads, head_size, width), (
+            f"Exercise 2.6 remove_attention_heads, {what}: layer {index} must say {heads} heads, all_head_size "
+            f"{width}; got {attention.num_attention_heads} heads, all_head_size {attention.all_head_size}")
 
 
 def weakest(scores, count):
@@ -367,6 +396,7 @@ def parameter_count(model):
     return sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.task("2.5")
 @pytest.mark.points(2)
 def test_ffn_pruning_equals_zeroing_those_neurons():
     model = small_bert()
@@ -390,6 +420,7 @@ def test_ffn_pruning_equals_zeroing_those_neurons():
                                    "205 smallest-norm neurons per layer zeroed")
 
 
+@pytest.mark.task("2.6")
 @pytest.mark.points(2)
 def test_head_pruning_equals_zeroing_those_heads():
     model = small_bert()
@@ -398,12 +429,7 @@ def test_head_pruning_equals_zeroing_those_heads():
 
     prune_bert_heads(model, 0.5)
 
-    for index, layer in enumerate(encoder_layers(model)):
-        attention = layer.attention.self
-        assert (attention.num_attention_heads, attention.attention_head_size, attention.all_head_size) \
-            == (2, 32, 64), (f"layer {index}: 0.5 of 4 heads of 32 leaves 2 heads, all_head_size 64; got "
-                             f"{attention.num_attention_heads} heads, all_head_size {attention.all_head_size}")
-        assert attention.query.weight.shape == (64, 128) and layer.attention.output.dense.weight.shape == (128, 64)
+    assert_heads_left(model, 2, "prune_bert_heads(model, 0.5) of 4 heads")
     assert {int(k): sorted(v) for k, v in model.config.pruned_heads.items()} == removed_heads, \
         f"config.pruned_heads should record the removed heads {removed_heads}, got {model.config.pruned_heads}"
     torch.testing.assert_close(bert_output(model, inputs), bert_output(reference, inputs),
@@ -412,6 +438,7 @@ def test_head_pruning_equals_zeroing_those_heads():
                                    "computes with those heads' output columns zeroed")
 
 
+@pytest.mark.task("2.6")
 @pytest.mark.points(2)
 def test_shrunk_bert_saves_and_reloads(tmp_path):
     model = small_bert()
@@ -419,6 +446,7 @@ def test_shrunk_bert_saves_and_reloads(tmp_path):
     inputs = bert_inputs()
 
     shrink_bert(model, 0.25)
+    assert_heads_left(model, 3, "shrink_bert(model, 0.25) of 4 heads")
     expected = bert_output(reference, inputs)
     torch.testing.assert_close(bert_output(model, inputs), expected, atol=1e-5, rtol=1e-5,
                                msg="shrink_bert(0.25) must equal zeroing 128 neurons and 1 head per layer")
@@ -430,6 +458,7 @@ def test_shrunk_bert_saves_and_reloads(tmp_path):
                                msg="save_pretrained + load_shrunk_bert must give back the same outputs")
 
 
+@pytest.mark.task("2.6")
 @pytest.mark.points(1)
 def test_heads_pruned_twice_are_recorded_in_original_numbering(tmp_path):
     from transformers import BertModel
@@ -438,6 +467,7 @@ def test_heads_pruned_twice_are_recorded_in_original_numbering(tmp_path):
 
     prune_bert_heads(model, 0.25)  # 1 of 4 heads per layer
     prune_bert_heads(model, 0.25)  # round(0.25 * 3) = 1 of the 3 left
+    assert_heads_left(model, 2, "prune_bert_heads(model, 0.25) twice, of 4 heads")
     _, removed_heads = zeroed_reference(small_bert(BertModel), head_fraction=0.5)
 
     assert {int(k): sorted(v) for k, v in model.config.pruned_heads.items()} == removed_heads, (
@@ -452,6 +482,7 @@ def test_heads_pruned_twice_are_recorded_in_original_numbering(tmp_path):
 # Measuring: sparsity and an honest size report
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.task("2.1")
 @pytest.mark.points(1)
 @pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
 def test_size_report_tells_dense_bytes_from_csr_bytes():
@@ -503,6 +534,7 @@ def assert_smallest_pruned(magnitudes, mask, count, task):
             f"smallest magnitudes must go")
 
 
+@pytest.mark.task("2.1")
 @pytest.mark.points(3)
 @property_test(float_tensors(), fractions(), st.booleans())
 def test_magnitude_mask_on_ties_and_any_shape(weight, fraction, as_parameter):
@@ -517,6 +549,7 @@ def test_magnitude_mask_on_ties_and_any_shape(weight, fraction, as_parameter):
     assert_smallest_pruned(before.abs().double(), mask, round(fraction * weight.numel()), task)
 
 
+@pytest.mark.task("2.2")
 @pytest.mark.points(2)
 @property_test(st.lists(float_tensors(max_dims=3), min_size=0, max_size=4), fractions())
 def test_global_masks_on_ties_and_any_list(weights, fraction):
@@ -564,6 +597,7 @@ def weights_with_tied_rows(draw):
     return weight
 
 
+@pytest.mark.task("2.3")
 @pytest.mark.points(2)
 @property_test(weights_with_tied_rows(), fractions())
 def test_row_norm_mask_on_tied_norms_and_any_shape(weight, fraction):
@@ -594,6 +628,7 @@ def nm_cases(draw):
     return draw(float_tensors(shape=shape, max_magnitude=10)), n, m
 
 
+@pytest.mark.task("2.4")
 @pytest.mark.points(2)
 @property_test(nm_cases())
 def test_nm_mask_on_ties_and_both_ends(case):
@@ -628,6 +663,7 @@ def shrink_cases(draw):
             draw(st.booleans()))
 
 
+@pytest.mark.task("2.5")
 @pytest.mark.points(2)
 @property_test(shrink_cases())
 def test_shrink_linear_with_or_without_bias_any_dtype(case):
@@ -680,6 +716,7 @@ def bert_of_4_small_heads(seed):
                              intermediate_size=37)
 
 
+@pytest.mark.task("2.6")
 @pytest.mark.points(2)
 @property_test(st.sets(st.integers(0, 3), min_size=1, max_size=3), st.integers(0, 1),
                st.sampled_from(["list", "tensor", "set"]), max_examples=10)

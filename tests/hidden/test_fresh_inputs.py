@@ -21,6 +21,7 @@ def _distinct_weights(fresh, shape):
     return (magnitudes * signs).reshape(shape)
 
 
+@pytest.mark.task("1.1")
 @pytest.mark.ex1_quantization
 @pytest.mark.points(2)
 @pytest.mark.parametrize("dim", [None, 0, 1])
@@ -40,6 +41,7 @@ def test_absmax_on_fresh_inputs(fresh, dim):
     assert q.abs().amax() == 127, f"the largest |v| maps to 127 (seed {fresh.seed})"
 
 
+@pytest.mark.task("1.3")
 @pytest.mark.ex1_quantization
 @pytest.mark.points(1)
 def test_fp16_on_fresh_inputs(fresh):
@@ -48,6 +50,7 @@ def test_fp16_on_fresh_inputs(fresh):
     assert torch.equal(fp16_quantize(v.clone()), v.to(torch.float16)), f"seed {fresh.seed}"
 
 
+@pytest.mark.task("2.1")
 @pytest.mark.ex2_pruning
 @pytest.mark.points(2)
 def test_magnitude_mask_on_fresh_inputs(fresh):
@@ -63,6 +66,7 @@ def test_magnitude_mask_on_fresh_inputs(fresh):
             f"the smallest |w| are pruned (seed {fresh.seed})"
 
 
+@pytest.mark.task("2.4")
 @pytest.mark.ex2_pruning
 @pytest.mark.points(1)
 def test_nm_mask_on_fresh_inputs(fresh):
@@ -75,6 +79,7 @@ def test_nm_mask_on_fresh_inputs(fresh):
     assert torch.equal(mask, expected), f"keep the 2 largest |w| of every 4 (seed {fresh.seed})"
 
 
+@pytest.mark.task("3.1")
 @pytest.mark.ex3_distillation
 @pytest.mark.points(2)
 @pytest.mark.parametrize("masked", [False, True])

@@ -15,6 +15,7 @@ def _randint(fresh, low, high):
     return int(torch.randint(low, high, (1,), generator=fresh.generator))
 
 
+@pytest.mark.task("1.9")
 @pytest.mark.ex1_quantization
 @pytest.mark.points(2)
 def test_groupwise_on_fresh_inputs(fresh):
@@ -40,6 +41,7 @@ def test_groupwise_on_fresh_inputs(fresh):
     assert ((restored - v).abs() <= step * 0.5 * (1 + 1e-4) + 1e-30).all(), f"round trip within half a step: {context}"
 
 
+@pytest.mark.task("1.10")
 @pytest.mark.ex1_quantization
 @pytest.mark.points(2)
 def test_kmeans_on_fresh_inputs(fresh):
@@ -69,6 +71,7 @@ def test_kmeans_on_fresh_inputs(fresh):
                                rtol=0, atol=0, msg=f"deterministic: {context}")
 
 
+@pytest.mark.task("2.7")
 @pytest.mark.ex2_pruning
 @pytest.mark.points(2)
 @pytest.mark.usefixtures("one_thread")
