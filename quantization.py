@@ -274,7 +274,8 @@ def mixed_precision_forward(input, weight, threshold=6.0):
     zero tokens (return an empty result), all-zero rows, a single row.
 
     Args:
-        input: float (..., in): 2-D (tokens, in) or 3-D (batch, seq, in), etc.
+        input: float (..., in): 2-D (tokens, in) or 3-D (batch, seq, in), etc.; a 1-D (in,)
+            is one token and gives (out,).
         weight: float (in, out), or a ``QuantizedVector`` of one, int8 with ``dim=0``.
         threshold: outlier threshold (default 6.0 as in the paper); ``None`` or ``0`` turns the
             decomposition off (everything in int8).

@@ -219,6 +219,64 @@ def test_groupwise_property_round_trip_error_is_half_a_step(bits, group_size, gr
         f"error {float((error / step).max()):.3f} steps")
 
 
+def exact_halves(rows, groups, group_size, bits):
+    """``(v, alpha)``: every group holds +-qmax * 2^e (so alpha = 2^-e exactly) and values
+    (k + 0.5) * 2^e, so v * alpha is exactly half-way between two integers."""
+    qmax = 2 ** (bits - 1) - 1
+    v, alpha = torch.zeros(rows, groups * group_size), torch.zeros(rows, groups)
+    for i in range(rows):
+        for g in range(groups):
+            scale = 2.0 ** int(torch.randint(-12, 13, (1,)))
+            k = torch.randint(-qmax, qmax, (group_size,)).double() + 0.5
+            k[int(torch.randint(0, group_size, (1,)))] = qmax * (1 if torch.rand(1) < 0.5 else -1)
+            v[i, g * group_size:(g + 1) * group_size] = (k * scale).float()
+            alpha[i, g] = 1 / scale
+    return v, alpha
+
+
+@pytest.mark.task("1.9")
+@pytest.mark.points(1)
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_groupwise_rounds_exact_halves_to_even(bits):
+    """alpha a power of two: v * alpha is exact, and every value but the group's largest is a tie."""
+    group_size, groups, rows = int(torch.randint(2, 9, (1,))), int(torch.randint(1, 4, (1,))), int(torch.randint(1, 4, (1,)))
+    v, expected_alpha = exact_halves(rows, groups, group_size, bits)
+    q, alpha = groupwise_quantize(v.clone(), bits=bits, group_size=group_size)
+    expected_q = np.rint(v.numpy().astype(np.float64) * np.repeat(expected_alpha.numpy(), group_size, axis=1))
+    assert torch.equal(alpha, expected_alpha), f"alpha = qmax / max|group|, exactly a power of two here"
+    wrong = q.numpy() != expected_q
+    assert not wrong.any(), (
+        f"bits={bits}, group_size={group_size}: v * alpha is exactly k + 0.5 here, and torch.round sends "
+        f"halves to even (2.5 -> 2, 3.5 -> 4, -0.5 -> 0); {int(wrong.sum())} values differ, e.g. "
+        f"v * alpha = {float((v * alpha.repeat_interleave(group_size, 1))[torch.from_numpy(wrong)][0])} gave "
+        f"{int(q[torch.from_numpy(wrong)][0])}")
+
+
+@pytest.mark.task("1.9")
+@pytest.mark.points(1)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_groupwise_returns_float32_for_any_float_dtype(dtype):
+    """A float64, float16 or bfloat16 v (with an all-zero group) gives a finite float32 alpha, and
+    groupwise_dequantize returns float32 for any float alpha."""
+    group_size = int(torch.randint(1, 5, (1,)))
+    v = random_weight(3, 4 * group_size)
+    v[1, :group_size] = 0.0
+    v = v.to(dtype)
+    q, alpha = groupwise_quantize(v.clone(), bits=4, group_size=group_size)
+    context = f"v of dtype {dtype}, group_size={group_size}"
+    assert alpha.dtype == torch.float32 and torch.isfinite(alpha).all(), (
+        f"{context}: alpha must be finite float32 (compute in float32), got {alpha.dtype} {alpha.tolist()}")
+    expected_q, expected_alpha, _ = reference_groupwise(v.float(), 4, group_size)
+    np.testing.assert_allclose(alpha.numpy(), expected_alpha, rtol=1e-6, err_msg=context)
+    assert (np.abs(q.numpy() - expected_q) <= 1).all(), context
+    for alpha_dtype in (torch.float64, torch.float16):
+        restored = groupwise_dequantize(q, alpha.to(alpha_dtype))
+        assert restored.dtype == torch.float32, (
+            f"groupwise_dequantize(q, alpha of dtype {alpha_dtype}) must return float32, got {restored.dtype}")
+        np.testing.assert_allclose(restored.numpy(), q.numpy() / np.repeat(
+            alpha.to(alpha_dtype).double().numpy(), group_size, axis=1), rtol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------
 # Exercise 1.10: k-means quantization
 # ---------------------------------------------------------------------------------------------
@@ -320,3 +378,41 @@ def test_kmeans_property_never_worse_than_the_uniform_grid(bits, iterations, v):
     values, ulp = v.flatten(), 2e-7 * float(v.abs().max()) + 1e-30
     assert float(codebook.min()) >= float(values.min()) - ulp and float(codebook.max()) <= float(values.max()) + ulp, (
         "every centroid starts within [min(v), max(v)] and a mean of values never leaves it")
+
+
+@pytest.mark.task("1.10")
+@pytest.mark.points(1)
+@pytest.mark.parametrize("iterations", [0, 1, 2])
+def test_kmeans_sends_a_value_half_way_to_the_lower_index(iterations):
+    """v = a, (a + b) / 2, b, maybe b again (small integers times a power of two: every mean and
+    midpoint exact);
+    the middle value is half-way between the two starting centroids, and goes to index 0."""
+    scale = 2.0 ** int(torch.randint(-8, 9, (1,)))
+    low = 2 * int(torch.randint(-20, 20, (1,)))
+    high = low + 4 * int(torch.randint(1, 20, (1,)))
+    middle = (low + high) // 2
+    extra = [high] * int(torch.randint(0, 3, (1,)))  # copies of high: its mean stays exact
+    values = [low, middle, high] + extra
+    order = torch.randperm(len(values)).tolist()
+    v = torch.tensor([values[i] * scale for i in order])
+    codebook, indices = kmeans_quantize(v.clone(), bits=1, iterations=iterations)
+    expected = np.array([low, high], np.float64) * scale
+    for _ in range(iterations):  # Lloyd in float64, lower index on a tie (argmin)
+        nearest = np.abs(v.numpy()[:, None].astype(np.float64) - expected[None, :]).argmin(axis=1)
+        expected = np.array([v.numpy()[nearest == c].mean() for c in range(2)])
+    nearest = np.abs(v.numpy()[:, None].astype(np.float64) - expected[None, :]).argmin(axis=1)
+    context = f"kmeans_quantize({v.tolist()}, bits=1, iterations={iterations})"
+    assert codebook.tolist() == expected.tolist() and indices.tolist() == nearest.tolist(), (
+        f"{context}: {middle * scale} is exactly half-way between {low * scale} and {high * scale}: it goes "
+        f"to the lower index (as argmin does); expected codebook {expected.tolist()} and indices "
+        f"{nearest.tolist()}, got {codebook.tolist()} and {indices.tolist()}")
+
+
+@pytest.mark.task("1.10")
+@pytest.mark.points(1)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_kmeans_returns_a_float32_codebook_for_any_float_dtype(dtype):
+    v = random_weight(3, 17).to(dtype)
+    bits = int(torch.randint(1, 5, (1,)))
+    codebook, indices = kmeans_quantize(v.clone(), bits=bits, iterations=3)
+    check_kmeans_output(v, bits, codebook, indices, f"v of dtype {dtype},")

@@ -13,6 +13,7 @@ from torch import nn
 from given.quantized_linear import QuantizedLinear, quantize_model
 from quantization import QUANTIZATION_FORMATS, QuantizedVector
 from quantization import mixed_precision_forward, outlier_columns
+from tests.helpers import run_seed
 from tests.tasks import FORMAT_TASKS
 
 pytestmark = pytest.mark.ex1_quantization
@@ -767,6 +768,23 @@ def test_ternary_quantize_of_a_tiny_vector_divides_by_the_epsilon(values, expone
         f"{q.tolist()} (divide by max(gamma, BITNET_EPS), not by gamma)")
 
 
+@pytest.mark.task("1.5")
+@pytest.mark.points(1)
+@property_test(float_tensors(max_magnitude=8), st.integers(-34, -22))
+def test_ternary_quantize_near_the_epsilon_divides_by_the_larger_of_the_two(v, exponent):
+    """gamma from 1e-10 to 1e-5: near BITNET_EPS, where max(gamma, eps) and gamma + eps differ."""
+    from quantization import ternary_quantize
+    v = v * 2.0 ** exponent
+    q, gamma = ternary_quantize(v)
+    expected_gamma = numpy_mean_abs(v, None)
+    low, high = ternary_allowed(v, expected_gamma)
+    ok = (q.double() >= low) & (q.double() <= high)
+    assert bool(ok.all()), (
+        f"Exercise 1.5 ternary_quantize(v of shape {tuple(v.shape)}, gamma = {float(expected_gamma):.3g}): "
+        f"q = clip(round(v / max(gamma, BITNET_EPS)), -1, 1), the larger of the two (not their sum); "
+        f"{int((~ok).sum())} values differ, e.g. v = {float(v[~ok][0]):.4g} gave {int(q[~ok][0])}")
+
+
 def outlier_inputs():
     """``(x, threshold)``: x (tokens, features) with outliers of both signs; the threshold is
     sometimes one of x's own magnitudes (a value exactly at it), sometimes None or 0."""
@@ -804,6 +822,25 @@ def test_outlier_columns_on_any_matrix(x_and_threshold):
     assert torch.equal(found, expected), (
         f"{task}: a column is an outlier when any |x| >= threshold (>=, both signs; None or 0: "
         f"none); expected {expected.tolist()}, got {found.tolist()}")
+
+
+@pytest.mark.task("1.6")
+@pytest.mark.points(1)
+@property_test(st.integers(1, 8), st.integers(1, 6), st.sampled_from([0.5, 1.0, 6.0, 20.0, 100.0]), st.data())
+def test_outlier_columns_compare_x_itself_with_the_threshold(tokens, features, threshold, data):
+    """Values one float32 ulp below or above the threshold (fp16 would round them onto it)."""
+    below = float(np.nextafter(np.float32(threshold), np.float32(0)))
+    above = float(np.nextafter(np.float32(threshold), np.float32(np.inf)))
+    x = data.draw(float_tensors(shape=(tokens, features), max_magnitude=threshold / 2), label="x")
+    for column in range(features):
+        row = data.draw(st.integers(0, tokens - 1))
+        x[row, column] = data.draw(st.sampled_from([below, -below, above, -above, threshold]))
+    found = outlier_columns(x.clone(), threshold)
+    expected = torch.from_numpy(numpy_outliers(x, threshold))
+    assert isinstance(found, torch.Tensor) and torch.equal(found, expected), (
+        f"Exercise 1.6 outlier_columns(x of shape {tuple(x.shape)}, threshold={threshold}): compare x as "
+        f"it is (float32), not a rounded copy: {below!r} is below the threshold, {above!r} above it; "
+        f"expected {expected.tolist()}, got {getattr(found, 'tolist', lambda: found)()}")
 
 
 @st.composite
@@ -854,12 +891,39 @@ def test_int8_vectorwise_matmul_on_any_operands(operands, quantized_once):
                          "(int8_matmul_int32: int8 @ int8 wraps around), then / (alpha_x * alpha_w)")
 
 
+@pytest.mark.task("1.7")
+@pytest.mark.points(1)
+@pytest.mark.parametrize("quantized_once", [False, True])
+def test_int8_vectorwise_matmul_multiplies_the_int8_values(monkeypatch, quantized_once):
+    """Step 2: the product is int8_matmul_int32 of the two int8 matrices (not a float matmul of the
+    dequantized operands, which is what int8 inference avoids)."""
+    import quantization
+    generator = torch.Generator().manual_seed(run_seed())
+    x, w = torch.randn(5, 7, generator=generator) * 4, torch.randn(7, 3, generator=generator)
+    calls = []
+    given_product = quantization.int8_matmul_int32
+
+    def recording(a, b):
+        calls.append((a.dtype, b.dtype, tuple(a.shape), tuple(b.shape)))
+        return given_product(a, b)
+
+    monkeypatch.setitem(quantization.int8_vectorwise_matmul.__globals__, "int8_matmul_int32", recording)
+    weight = QuantizedVector(w, "int8", dim=0) if quantized_once else w
+    out = quantization.int8_vectorwise_matmul(x, weight)
+    task = "Exercise 1.7 int8_vectorwise_matmul(x (5, 7), w (7, 3))"
+    assert calls == [(torch.int8, torch.int8, (5, 7), (7, 3))], (
+        f"{task}: multiply the int8 matrices once with int8_matmul_int32 (step 2), then dequantize "
+        f"the int32 result; calls seen: {calls}")
+    expected = nearest_reference(out, lambda division: reference_llm_int8_quantized_weight(x, w, None, division))
+    assert_product_close(out, expected, task, "int8 product, then / (alpha_x * alpha_w)")
+
+
 @st.composite
 def mixed_precision_operands(draw):
     """``(x, w, threshold)``: x of 1 to 4 dims (a zero-length leading dim sometimes), with outliers."""
     k, out = draw(st.integers(1, 9)), draw(st.integers(1, 6))
-    leading = draw(st.sampled_from([(), (1,), (3,), (2, 3), (0,), (2, 0), (1, 2, 2)]))
-    if not leading:
+    leading = draw(st.sampled_from([(), (), (1,), (3,), (2, 3), (0,), (2, 0), (1, 2, 2)]))
+    if not leading and draw(st.booleans()):  # else a 1-D input (in,): one token, no leading dim
         leading = (draw(st.integers(1, 5)),)
     tokens = int(np.prod(leading))
     flat = draw(float_tensors(shape=(max(tokens, 1), k), max_magnitude=40))[:tokens]
