@@ -230,7 +230,8 @@ def remove_attention_heads(attention, heads):
 
     Returns:
         ``attention``, with ``self.num_attention_heads`` and ``self.all_head_size`` updated
-        (``attention_head_size`` is unchanged).
+        (``attention_head_size`` is unchanged), and its four Linears as ``shrink_linear`` leaves
+        them (``out_features``/``in_features`` updated, each ``requires_grad`` unchanged).
     """
     self_attention = attention.self
     head_count, head_size = self_attention.num_attention_heads, self_attention.attention_head_size

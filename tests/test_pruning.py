@@ -242,7 +242,8 @@ def test_output_neurons_match_torch_ln_structured(fraction):
 # --------------------------------------------------------------------------------------------
 
 @pytest.mark.task("2.4")
-@pytest.mark.points(1)
+@pytest.mark.worked_example(twin="test_nm_mask_on_ties_and_both_ends")
+@pytest.mark.points(0)
 def test_nm_mask_on_a_hand_example():
     weight = torch.tensor([[1.0, -4.0, 3.0, 2.0, 0.5, -0.1, 0.2, 0.3],
                            [0.0, 0.0, -1.0, 0.5, -9.0, 8.0, 7.0, -6.0]])
@@ -629,7 +630,7 @@ def nm_cases(draw):
 
 
 @pytest.mark.task("2.4")
-@pytest.mark.points(2)
+@pytest.mark.points(3)
 @property_test(nm_cases())
 def test_nm_mask_on_ties_and_both_ends(case):
     from pruning import nm_sparsity_mask
@@ -659,7 +660,8 @@ def shrink_cases(draw):
     size = out_features if dim == 0 else in_features
     keep = sorted(draw(st.sets(st.integers(0, size - 1), min_size=1)))
     return (in_features, out_features, draw(st.booleans()), dim, keep,
-            draw(st.sampled_from([torch.float32, torch.float64])), draw(st.booleans()),
+            draw(st.sampled_from([torch.float32, torch.float64])),
+            draw(st.sampled_from([False, True, "weight", "bias"])),  # frozen: all, none, or one of the two
             draw(st.booleans()))
 
 
@@ -670,13 +672,17 @@ def test_shrink_linear_with_or_without_bias_any_dtype(case):
     from pruning import shrink_linear
     in_features, out_features, bias, dim, keep, dtype, frozen, as_tensor = case
     linear = nn.Linear(in_features, out_features, bias=bias).to(dtype)
-    if frozen:
+    if frozen is True:
         linear.requires_grad_(False)
+    elif frozen and getattr(linear, frozen) is not None:  # only the weight, or only the bias (BitFit)
+        getattr(linear, frozen).requires_grad_(False)
+    grad_before = {name: parameter.requires_grad for name, parameter in linear.named_parameters()}
     weight, old_bias = linear.weight.detach().clone(), None if linear.bias is None else linear.bias.detach().clone()
     old_parameters = [linear.weight, linear.bias]
     returned = shrink_linear(linear, torch.tensor(keep) if as_tensor else keep, dim=dim)
     task = (f"Exercise 2.5 shrink_linear(nn.Linear({in_features}, {out_features}, bias={bias}) in "
-            f"{dtype}{', frozen' if frozen else ''}, keep={keep}, dim={dim})")
+            f"{dtype}{'' if not frozen else ', frozen' if frozen is True else f', {frozen} frozen'}, keep={keep}, "
+            f"dim={dim})")
     assert returned is linear, f"{task}: change the layer in place and return it"
     index = torch.tensor(keep)
     assert torch.equal(linear.weight.detach(), weight.index_select(dim, index)), \
@@ -690,8 +696,8 @@ def test_shrink_linear_with_or_without_bias_any_dtype(case):
     else:
         assert linear.bias is None, f"{task}: a Linear without bias stays without bias"
     assert linear.weight.dtype == dtype, f"{task}: the dtype stays {dtype}"
-    assert all(p.requires_grad == (not frozen) for p in linear.parameters()), \
-        f"{task}: each parameter keeps its requires_grad ({not frozen})"
+    grad_after = {name: parameter.requires_grad for name, parameter in linear.named_parameters()}
+    assert grad_after == grad_before, f"{task}: each parameter keeps its own requires_grad {grad_before}, got {grad_after}"
     assert (linear.out_features, linear.in_features) == tuple(linear.weight.shape), \
         f"{task}: out_features and in_features give the new weight's shape"
     x = torch.randn(3, linear.in_features, dtype=dtype)
@@ -742,3 +748,29 @@ def test_remove_attention_heads_any_heads(heads, layer_index, kind):
     torch.testing.assert_close(bert_output(model, inputs), bert_output(reference, inputs), atol=1e-5, rtol=1e-5,
                                msg=f"{task}: the BERT must compute what it computed with those heads' "
                                    "output columns zeroed")
+
+
+@pytest.mark.task("2.6")
+@pytest.mark.points(1)
+@pytest.mark.parametrize("frozen", [False, True])
+def test_remove_attention_heads_leaves_consistent_layers(frozen):
+    """The four Linears say their new sizes (out_features, in_features) and keep each parameter's
+    requires_grad: a frozen model stays frozen (what shrink_linear promises, 2.5)."""
+    from pruning import remove_attention_heads
+    model = copy.deepcopy(bert_of_4_small_heads(run_seed()))
+    if frozen:
+        model.requires_grad_(False)
+    layer_index = int(torch.randint(0, 2, (1,)))
+    heads = sorted(torch.randperm(4)[:int(torch.randint(1, 4, (1,)))].tolist())
+    attention = encoder_layers(model)[layer_index].attention
+    remove_attention_heads(attention, heads)
+    task = f"Exercise 2.6 remove_attention_heads(layer {layer_index}, heads={heads}){' of a frozen model' if frozen else ''}"
+    linears = {"query": attention.self.query, "key": attention.self.key, "value": attention.self.value,
+               "output.dense": attention.output.dense}
+    for name, linear in linears.items():
+        assert (linear.out_features, linear.in_features) == tuple(linear.weight.shape), (
+            f"{task}: {name}.out_features, in_features = {(linear.out_features, linear.in_features)} do not "
+            f"match its weight {tuple(linear.weight.shape)} (shrink_linear updates them)")
+        for parameter_name, parameter in linear.named_parameters():
+            assert parameter.requires_grad == (not frozen), (
+                f"{task}: {name}.{parameter_name}.requires_grad must stay {not frozen}")

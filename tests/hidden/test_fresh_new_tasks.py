@@ -113,7 +113,11 @@ def test_masked_finetune_on_fresh_inputs(fresh):
     steps = _randint(fresh, 5, 15)
     for step in range(steps):
         inputs, labels = batch()
+        if step == 0:
+            model.eval()  # as after an evaluation: step 1 of the contract puts it in training mode
         loss = masked_finetune_step(model, masks, inputs, labels, optimizer)
+        assert all(module.training for module in model.modules()), \
+            f"step {step}: the model must be left in training mode (seed {fresh.seed})"
         reference.train()
         reference_optimizer.zero_grad()
         logits = reference(**inputs).logits
