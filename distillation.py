@@ -62,7 +62,8 @@ def compute_distillation_loss(student_logits, teacher_logits, temperature, mask=
         A scalar float32 tensor: the KL divergence, summed over the C classes, averaged over every
         counted position, times ``T**2``. For ``(N, C)`` logits that is the mean over the N rows
         (``kl_div(..., reduction="batchmean")``); for ``(B, L, C)`` it is the mean over the
-        B * L tokens, not over the B sequences.
+        B * L tokens, not over the B sequences. Computed in float32 whatever the logits' dtype:
+        upcast bfloat16 or float16 logits before the softmax (not only the result).
 
     Why ``T**2``: the gradient of the softened KL with respect to the student's logits scales as
     ``1 / T**2``; multiplying by ``T**2`` keeps the soft-target term's weight roughly independent
@@ -102,6 +103,8 @@ def distillation_step(teacher_model, student_model, inputs, labels, kd_mask, opt
     KD is ``compute_distillation_loss(student_logits, teacher_logits, T, mask=kd_mask)``;
     CE is ``cross_entropy_loss(student_logits, labels)``. alpha weighs the distillation term, as
     in Hinton et al.: alpha = 1 learns from the teacher alone, alpha = 0 from the labels alone.
+    A batch with no labelled position (every label -100) has CE = 0 (``cross_entropy_loss``'s
+    rule), never NaN: the step then learns from the teacher alone.
 
     Args:
         teacher_model: the frozen teacher, already in eval mode. Run it without building a graph.
@@ -183,7 +186,9 @@ def make_bert_student(teacher, num_layers=None):
     Returns:
         The student, in eval mode, on the teacher's device and dtype. Its tensors are copies: it
         shares no storage with the teacher (within the student, the decoder weight stays tied to
-        the word embeddings when the configuration ties them, as in the teacher).
+        the word embeddings when the configuration ties them, as in the teacher). Every parameter
+        of the student is trainable (``requires_grad``) whatever the teacher's: a teacher is
+        usually frozen before distillation, and the student is what distillation trains.
     """
     from transformers import BertForMaskedLM
 

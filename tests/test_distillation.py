@@ -419,7 +419,8 @@ def test_distill_bert_with_dict_batches():
 # --------------------------------------------------------------------------------------------
 
 @pytest.mark.task("3.3")
-@pytest.mark.points(1)
+@pytest.mark.worked_example(twin="test_evenly_spaced_layers_rounds_halves_up_for_any_depth")
+@pytest.mark.points(0)
 @pytest.mark.parametrize("teacher_layers, student_layers, expected", [
     (12, 6, [0, 2, 4, 7, 9, 11]),  # DistilBERT's choice for BERT-base
     (12, 4, [0, 4, 7, 11]),
@@ -434,7 +435,8 @@ def test_evenly_spaced_layers(teacher_layers, student_layers, expected):
 
 
 @pytest.mark.task("3.3")
-@pytest.mark.points(1)
+@pytest.mark.worked_example(twin="test_evenly_spaced_layers_rounds_halves_up_for_any_depth")
+@pytest.mark.points(0)
 def test_evenly_spaced_layers_at_both_ends():
     """k = L keeps every layer and k = 1 keeps layer 0, and k in between still spreads out."""
     for teacher_layers, student_layers, expected in [(5, 5, [0, 1, 2, 3, 4]), (2, 1, [0]),
@@ -582,7 +584,9 @@ def distillation_step_reference(teacher, student, inputs, labels, temperature, a
         teacher_logits = teacher(inputs)
     student_logits = student(inputs)
     kd = kl_by_definition(teacher_logits, student_logits, temperature).mean() * temperature ** 2
-    loss = alpha * kd + (1 - alpha) * F.cross_entropy(student_logits, labels)
+    labelled = labels != -100
+    ce = F.cross_entropy(student_logits[labelled], labels[labelled]) if labelled.any() else 0.0  # none: 0
+    loss = alpha * kd + (1 - alpha) * ce
     gradients = torch.autograd.grad(loss, list(student.parameters()))
     with torch.no_grad():
         for parameter, gradient in zip(student.parameters(), gradients):
@@ -617,6 +621,26 @@ def test_distillation_step_is_one_update_on_a_fresh_gradient(alpha):
         f"{task}: no gradient may reach the teacher (run it under torch.no_grad())"
 
 
+@pytest.mark.task("3.2")
+@pytest.mark.points(1)
+@pytest.mark.parametrize("alpha", [0.5, 1.0])
+def test_distillation_step_on_a_batch_without_labels(alpha):
+    """Every label -100 (a short masked-LM batch with no masked token): CE is 0, not NaN."""
+    from distillation import distillation_step
+    teacher, student = make_teacher().eval(), make_student().train()
+    inputs, labels = make_batches(num_batches=1)[0]
+    labels = torch.full_like(labels, -100)
+    temperature, lr = 2.0, 0.1
+    expected_loss, expected_student = distillation_step_reference(teacher, student, inputs, labels,
+                                                                   temperature, alpha, lr)
+    optimizer = torch.optim.SGD(student.parameters(), lr=lr)
+    loss = distillation_step(teacher, student, inputs, labels, None, optimizer, temperature, alpha)
+    task = f"Exercise 3.2 distillation_step(alpha={alpha}, every label -100)"
+    assert_close(loss, expected_loss, f"{task}: no labelled position, so CE = 0 (cross_entropy_loss's rule, "
+                                      "not F.cross_entropy's NaN) and the loss is alpha * KD", rtol=1e-5)
+    assert_same_weights(student, expected_student, f"{task}: one step on alpha * KD")
+
+
 def evenly_spaced_oracle(teacher_layers, student_layers):
     """round(i * (L - 1) / (k - 1)) with halves rounded up, in exact fractions."""
     if student_layers == 1:
@@ -632,7 +656,7 @@ def layer_counts(draw):
 
 
 @pytest.mark.task("3.3")
-@pytest.mark.points(2)
+@pytest.mark.points(3)
 @property_test(layer_counts(), max_examples=150)
 def test_evenly_spaced_layers_rounds_halves_up_for_any_depth(counts):
     teacher_layers, student_layers = counts
@@ -668,3 +692,53 @@ def test_make_bert_student_at_both_depths(student_layers):
         f"{task}: the student shares storage with the teacher"
     assert not student.training, f"{task}: the student is returned in eval mode"
     assert not changed_entries(teacher, teacher_before), f"{task}: the teacher must not change"
+
+
+@pytest.mark.task("3.1")
+@pytest.mark.points(1)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_distillation_loss_of_low_precision_logits_is_computed_in_float32(dtype):
+    """bfloat16/float16 logits: the softmax and KL in float32 (upcast first), not in the logits' dtype."""
+    shape = (int(torch.randint(1, 5, (1,))), int(torch.randint(2, 8, (1,))), int(torch.randint(20, 60, (1,))))
+    student, teacher = random_logits(*shape).to(dtype), random_logits(*shape).to(dtype)
+    temperature = float(torch.randint(1, 5, (1,)))
+    loss = compute_distillation_loss(student.clone(), teacher.clone(), temperature)
+    task = f"Exercise 3.1 compute_distillation_loss(logits {shape} in {dtype}, T={temperature:g})"
+    assert isinstance(loss, torch.Tensor) and loss.dtype == torch.float32, f"{task}: a float32 scalar"
+    assert_close(loss, kl_oracle(student, teacher, temperature, None, False),
+                 f"{task}: upcast the logits to float32 before the softmax (not only the result)", rtol=1e-4)
+
+
+@pytest.mark.task("3.3")
+@pytest.mark.points(1)
+def test_evenly_spaced_layers_rounds_exact_halves_up():
+    """Depths (L, k) drawn for this run where some i * (L - 1) / (k - 1) is exactly a half: a float
+    computation (np.linspace, i * step) can land just below it."""
+    generator = torch.Generator().manual_seed(run_seed())
+    cases = []
+    while len(cases) < 300:
+        teacher_layers = int(torch.randint(3, 2000, (1,), generator=generator))
+        student_layers = int(torch.randint(3, min(teacher_layers, 200) + 1, (1,), generator=generator))
+        gaps = student_layers - 1
+        if any(2 * i * (teacher_layers - 1) % (2 * gaps) == gaps for i in range(student_layers)):
+            cases.append((teacher_layers, student_layers))
+    for teacher_layers, student_layers in cases:
+        expected = evenly_spaced_oracle(teacher_layers, student_layers)
+        chosen = evenly_spaced_layers(teacher_layers, student_layers)
+        assert chosen == expected, (
+            f"Exercise 3.3 evenly_spaced_layers({teacher_layers}, {student_layers}): some i * (L - 1) / (k - 1) is "
+            f"exactly a half, which rounds UP; expected {expected[:12]}..., got {chosen[:12]}... (compute in "
+            f"integers: float arithmetic can turn x.5 into x.4999)")
+
+
+@pytest.mark.task("3.4")
+@pytest.mark.points(1)
+def test_make_bert_student_of_a_frozen_teacher_is_trainable():
+    """A teacher frozen before distillation (requires_grad_(False)) gives a student whose every
+    parameter is trainable: the student is a new model (new_bert_like), not a copy of the teacher."""
+    teacher = teacher_for_make_bert_student(num_layers=3).requires_grad_(False)
+    student = make_bert_student(teacher, num_layers=int(torch.randint(1, 4, (1,))))
+    frozen = [name for name, parameter in student.named_parameters() if not parameter.requires_grad]
+    assert not frozen, (f"Exercise 3.4 make_bert_student(frozen teacher): every parameter of the student must be "
+                        f"trainable; frozen: {frozen[:3]} ({len(frozen)} in all)")
+    assert not any(parameter.requires_grad for parameter in teacher.parameters()), "the teacher stays frozen"
