@@ -100,3 +100,22 @@ def test_distillation_loss_on_fresh_inputs(fresh, masked):
     torch.testing.assert_close(torch.as_tensor(loss, dtype=torch.float32), expected, rtol=1e-4, atol=1e-5,
                                msg=f"T^2 KL(teacher || student), mean over counted tokens "
                                    f"(seed {fresh.seed})")
+
+
+@pytest.mark.task("3.1")
+@pytest.mark.ex3_distillation
+@pytest.mark.points(1)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_distillation_loss_of_low_precision_logits_on_fresh_inputs(fresh, dtype):
+    from distillation import compute_distillation_loss
+    batch, length, classes = _randint(fresh, 1, 5), _randint(fresh, 2, 7), _randint(fresh, 20, 60)
+    student = (torch.randn(batch, length, classes, generator=fresh.generator) * 3).to(dtype)
+    teacher = (torch.randn(batch, length, classes, generator=fresh.generator) * 3).to(dtype)
+    temperature = float(_randint(fresh, 1, 5))
+    loss = compute_distillation_loss(student.clone(), teacher.clone(), temperature)
+    log_p_teacher = F.log_softmax(teacher.double() / temperature, dim=-1)
+    log_p_student = F.log_softmax(student.double() / temperature, dim=-1)
+    expected = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1).mean() * temperature ** 2
+    assert loss.dtype == torch.float32, f"a float32 scalar for {dtype} logits (seed {fresh.seed})"
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-4, atol=1e-6,
+                               msg=f"{dtype} logits: softmax and KL in float32, upcast first (seed {fresh.seed})")
