@@ -737,7 +737,12 @@ def test_make_bert_student_of_a_frozen_teacher_is_trainable():
     """A teacher frozen before distillation (requires_grad_(False)) gives a student whose every
     parameter is trainable: the student is a new model (new_bert_like), not a copy of the teacher."""
     teacher = teacher_for_make_bert_student(num_layers=3).requires_grad_(False)
-    student = make_bert_student(teacher, num_layers=int(torch.randint(1, 4, (1,))))
+    student_layers = int(torch.randint(1, 4, (1,)))
+    student = make_bert_student(teacher, num_layers=student_layers)
+    teacher_state, layer_ids = teacher.state_dict(), evenly_spaced_oracle(3, student_layers)
+    for name, tensor in student.state_dict().items():
+        source = layer_mapped_name(name, layer_ids)
+        assert torch.equal(tensor, teacher_state[source]), f"student {name} is a copy of the teacher's {source}"
     frozen = [name for name, parameter in student.named_parameters() if not parameter.requires_grad]
     assert not frozen, (f"Exercise 3.4 make_bert_student(frozen teacher): every parameter of the student must be "
                         f"trainable; frozen: {frozen[:3]} ({len(frozen)} in all)")

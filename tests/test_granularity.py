@@ -412,7 +412,13 @@ def test_kmeans_sends_a_value_half_way_to_the_lower_index(iterations):
 @pytest.mark.points(1)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
 def test_kmeans_returns_a_float32_codebook_for_any_float_dtype(dtype):
-    v = random_weight(3, 17).to(dtype)
+    """A float64 or float16 v: the same Lloyd iterations, in float32 (v's values are exact in it)."""
     bits = int(torch.randint(1, 5, (1,)))
-    codebook, indices = kmeans_quantize(v.clone(), bits=bits, iterations=3)
+    v, expected = unambiguous_values((3, 17), bits, 3)
+    if dtype == torch.float16:
+        v = v.half().float()
+        expected, _ = reference_kmeans(v, bits, 3)
+    codebook, indices = kmeans_quantize(v.to(dtype), bits=bits, iterations=3)
     check_kmeans_output(v, bits, codebook, indices, f"v of dtype {dtype},")
+    np.testing.assert_allclose(codebook.numpy(), expected, rtol=0, atol=1e-4 * float(v.max() - v.min()),
+                               err_msg=f"v of dtype {dtype}, bits={bits}, iterations=3: Lloyd's codebook")

@@ -184,7 +184,7 @@ def test_a_model_passed_in_eval_mode_is_trained_in_training_mode():
     finally:
         handle.remove()
     assert modes and all(modes), (
-        f"the forward pass ran in {'training' if all(modes) else 'eval'} mode: call model.train() first "
-        "(step 1), so that dropout is on while training")
+        f"{'the forward pass ran in eval mode' if modes else 'the model never ran'}: call model.train() "
+        "first (step 1), so that dropout is on while training")
     still_eval = [name for name, module in model.named_modules() if not module.training]
     assert not still_eval, f"the model must be left in training mode; in eval mode: {still_eval[:3]}"

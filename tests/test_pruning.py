@@ -767,6 +767,9 @@ def test_remove_attention_heads_leaves_consistent_layers(frozen):
     task = f"Exercise 2.6 remove_attention_heads(layer {layer_index}, heads={heads}){' of a frozen model' if frozen else ''}"
     linears = {"query": attention.self.query, "key": attention.self.key, "value": attention.self.value,
                "output.dense": attention.output.dense}
+    kept = 8 * (4 - len(heads))
+    assert tuple(attention.self.query.weight.shape) == (kept, 32) == tuple(attention.output.dense.weight.shape[::-1]), \
+        f"{task}: query/key/value keep {kept} rows, output.dense {kept} columns"
     for name, linear in linears.items():
         assert (linear.out_features, linear.in_features) == tuple(linear.weight.shape), (
             f"{task}: {name}.out_features, in_features = {(linear.out_features, linear.in_features)} do not "
