@@ -239,7 +239,8 @@ def exact_halves(rows, groups, group_size, bits):
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
 def test_groupwise_rounds_exact_halves_to_even(bits):
     """alpha a power of two: v * alpha is exact, and every value but the group's largest is a tie."""
-    group_size, groups, rows = int(torch.randint(2, 9, (1,))), int(torch.randint(1, 4, (1,))), int(torch.randint(1, 4, (1,)))
+    group_size = int(torch.randint(2, 9, (1,)))
+    groups, rows = int(torch.randint(1, 4, (1,))), int(torch.randint(1, 4, (1,)))
     v, expected_alpha = exact_halves(rows, groups, group_size, bits)
     q, alpha = groupwise_quantize(v.clone(), bits=bits, group_size=group_size)
     expected_q = np.rint(v.numpy().astype(np.float64) * np.repeat(expected_alpha.numpy(), group_size, axis=1))

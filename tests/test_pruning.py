@@ -697,7 +697,8 @@ def test_shrink_linear_with_or_without_bias_any_dtype(case):
         assert linear.bias is None, f"{task}: a Linear without bias stays without bias"
     assert linear.weight.dtype == dtype, f"{task}: the dtype stays {dtype}"
     grad_after = {name: parameter.requires_grad for name, parameter in linear.named_parameters()}
-    assert grad_after == grad_before, f"{task}: each parameter keeps its own requires_grad {grad_before}, got {grad_after}"
+    assert grad_after == grad_before, \
+        f"{task}: each parameter keeps its own requires_grad {grad_before}, got {grad_after}"
     assert (linear.out_features, linear.in_features) == tuple(linear.weight.shape), \
         f"{task}: out_features and in_features give the new weight's shape"
     x = torch.randn(3, linear.in_features, dtype=dtype)
@@ -764,7 +765,8 @@ def test_remove_attention_heads_leaves_consistent_layers(frozen):
     heads = sorted(torch.randperm(4)[:int(torch.randint(1, 4, (1,)))].tolist())
     attention = encoder_layers(model)[layer_index].attention
     remove_attention_heads(attention, heads)
-    task = f"Exercise 2.6 remove_attention_heads(layer {layer_index}, heads={heads}){' of a frozen model' if frozen else ''}"
+    task = (f"Exercise 2.6 remove_attention_heads(layer {layer_index}, heads={heads})"
+            f"{' of a frozen model' if frozen else ''}")
     linears = {"query": attention.self.query, "key": attention.self.key, "value": attention.self.value,
                "output.dense": attention.output.dense}
     kept = 8 * (4 - len(heads))

@@ -48,7 +48,8 @@ def test_groupwise_exact_halves_and_dtypes_on_fresh_inputs(fresh):
     """Groups holding +-qmax * 2^e (alpha = 2^-e exactly) and (k + 0.5) * 2^e: exact ties, to even;
     a float64 v and a float64 alpha still give float32."""
     from quantization import groupwise_dequantize, groupwise_quantize
-    bits, group_size, groups, rows = _randint(fresh, 2, 9), _randint(fresh, 2, 10), _randint(fresh, 1, 4), _randint(fresh, 1, 4)
+    bits, group_size = _randint(fresh, 2, 9), _randint(fresh, 2, 10)
+    groups, rows = _randint(fresh, 1, 4), _randint(fresh, 1, 4)
     qmax = 2 ** (bits - 1) - 1
     halves = torch.randint(-qmax, qmax, (rows, groups, group_size), generator=fresh.generator).double() + 0.5
     halves[..., 0] = qmax

@@ -24,7 +24,8 @@ def digest(value, into):
     if isinstance(value, torch.Tensor):
         tensor = value.detach().cpu()
         into.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
-        into.update(tensor.to(torch.float64 if tensor.is_floating_point() else torch.int64).contiguous().numpy().tobytes())
+        wide = torch.float64 if tensor.is_floating_point() else torch.int64  # numpy has no bfloat16
+        into.update(tensor.to(wide).contiguous().numpy().tobytes())
     elif isinstance(value, torch.nn.Module):
         into.update(type(value).__name__.encode())
         digest(value.state_dict(), into)
