@@ -62,7 +62,8 @@ def compute_distillation_loss(student_logits, teacher_logits, temperature, mask=
         A scalar float32 tensor: the KL divergence, summed over the C classes, averaged over every
         counted position, times ``T**2``. For ``(N, C)`` logits that is the mean over the N rows
         (``kl_div(..., reduction="batchmean")``); for ``(B, L, C)`` it is the mean over the
-        B * L tokens, not over the B sequences.
+        B * L tokens, not over the B sequences. Computed in float32 whatever the logits' dtype:
+        upcast bfloat16 or float16 logits before the softmax (not only the result).
 
     Why ``T**2``: the gradient of the softened KL with respect to the student's logits scales as
     ``1 / T**2``; multiplying by ``T**2`` keeps the soft-target term's weight roughly independent
@@ -75,9 +76,9 @@ def compute_distillation_loss(student_logits, teacher_logits, temperature, mask=
             every teacher logit is -inf; a mask of the wrong shape, or one that selects nothing.
     """
     check_distillation_inputs(student_logits, teacher_logits, temperature, mask)
-    # Hints: compute log-probabilities with F.log_softmax(logits / T, dim=-1), never
-    # log(softmax(...)), which gives log(0) = -inf for logits ~1e4. KL(p || q) at one position
-    # is sum_c p_c * (log p_c - log q_c). Detach the teacher's logits.
+    # Hint: Which of the two distributions is the fixed target, how do you stay finite for huge
+    # logits or a class of probability 0, and which positions does the mean run over?
+    # Hint 2, when you want it: python tools/hints.py 3.1
     # BEGIN SOLUTION Exercise 3.1: T**2 * KL(teacher || student) of the T-softened distributions, averaged over the counted positions
     log_p_teacher = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
     log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
@@ -102,6 +103,8 @@ def distillation_step(teacher_model, student_model, inputs, labels, kd_mask, opt
     KD is ``compute_distillation_loss(student_logits, teacher_logits, T, mask=kd_mask)``;
     CE is ``cross_entropy_loss(student_logits, labels)``. alpha weighs the distillation term, as
     in Hinton et al.: alpha = 1 learns from the teacher alone, alpha = 0 from the labels alone.
+    A batch with no labelled position (every label -100) has CE = 0 (``cross_entropy_loss``'s
+    rule), never NaN: the step then learns from the teacher alone.
 
     Args:
         teacher_model: the frozen teacher, already in eval mode. Run it without building a graph.
@@ -119,8 +122,9 @@ def distillation_step(teacher_model, student_model, inputs, labels, kd_mask, opt
     """
     check_temperature(temperature)
     check_alpha(alpha)
-    # Hints: teacher logits under torch.no_grad(); student logits with gradients; the two losses
-    # above, weighted; then optimizer.zero_grad(), loss.backward(), optimizer.step().
+    # Hint: Which model needs a graph, and which must not build one? What is left in .grad from the
+    # last batch when this step starts?
+    # Hint 2, when you want it: python tools/hints.py 3.2
     # BEGIN SOLUTION Exercise 3.2: one student update on alpha * distillation loss + (1 - alpha) * cross-entropy
     with torch.no_grad():
         teacher_logits = model_logits(teacher_model, inputs)
@@ -155,6 +159,9 @@ def evenly_spaced_layers(num_teacher_layers, num_student_layers):
         A strictly increasing list of k ints in ``[0, L)``.
     """
     check_layer_counts(num_teacher_layers, num_student_layers)
+    # Hint: Student layer i sits i / (k - 1) of the way through the teacher: how do you round a half
+    # up exactly, and what does k = 1 mean?
+    # Hint 2, when you want it: python tools/hints.py 3.3
     # BEGIN SOLUTION Exercise 3.3: the k evenly spaced teacher layer indices (first and last kept; k = 1 keeps layer 0)
     if num_student_layers == 1:
         return [0]
@@ -179,7 +186,9 @@ def make_bert_student(teacher, num_layers=None):
     Returns:
         The student, in eval mode, on the teacher's device and dtype. Its tensors are copies: it
         shares no storage with the teacher (within the student, the decoder weight stays tied to
-        the word embeddings when the configuration ties them, as in the teacher).
+        the word embeddings when the configuration ties them, as in the teacher). Every parameter
+        of the student is trainable (``requires_grad``) whatever the teacher's: a teacher is
+        usually frozen before distillation, and the student is what distillation trains.
     """
     from transformers import BertForMaskedLM
 
@@ -190,8 +199,9 @@ def make_bert_student(teacher, num_layers=None):
         num_layers = (num_teacher_layers + 1) // 2
     layer_ids = evenly_spaced_layers(num_teacher_layers, num_layers)
     student = new_bert_like(teacher, num_layers)  # random weights, all overwritten below
-    # Hints: student.bert.embeddings, student.bert.encoder.layer[i] and student.cls are modules
-    # like the teacher's; module.load_state_dict(other.state_dict()) copies values (no sharing).
+    # Hint: Which three parts of the teacher does the student copy, and how do you copy values
+    # without making the two models share tensors?
+    # Hint 2, when you want it: python tools/hints.py 3.4
     # BEGIN SOLUTION Exercise 3.4: copy the teacher's embeddings, masked-LM head and chosen layers into the student
     student.bert.embeddings.load_state_dict(teacher.bert.embeddings.state_dict())
     for student_layer, teacher_index in zip(student.bert.encoder.layer, layer_ids):

@@ -63,9 +63,10 @@ def magnitude_mask(weight, fraction):
         the boundary, any of them may go, but the count stays exact: no pruned ``|w|`` is larger
         than a kept one. ``weight`` is not modified (it may be a Parameter that requires grad).
     """
-    # Hint: k = number_to_prune(fraction, weight.numel()). Flatten |weight| (detach it first), find
-    # the indices of the k smallest with torch.topk(..., k, largest=False), and set those
-    # positions of an all-True mask to False (index a flat view of the mask: mask.view(-1)).
+    # Hint: How many entries go is number_to_prune's answer; which ones is a question of ranking
+    # |w|. Ties at the boundary are the trap: what picks exactly k entries even when several are
+    # equal?
+    # Hint 2, when you want it: python tools/hints.py 2.1
     # BEGIN SOLUTION Exercise 2.1: mask the smallest-|w| fraction of one weight tensor
     mask = torch.ones(weight.shape, dtype=torch.bool, device=weight.device)
     count = number_to_prune(fraction, weight.numel())
@@ -91,8 +92,9 @@ def global_magnitude_masks(weights, fraction):
         ``magnitude_mask`` breaks them: exactly ``number_to_prune(fraction, total entries)`` entries
         are pruned in all, and no pruned ``|w|`` is larger than a kept one.
     """
-    # Hint: global ranking is local ranking on all weights concatenated into one vector
-    # (torch.cat of the flattened weights); then split the mask back (torch.split, view_as).
+    # Hint: What is global ranking, if not the ranking of 2.1 on all weights at once? Then each
+    # layer needs its own piece of the result back, in its own shape.
+    # Hint 2, when you want it: python tools/hints.py 2.2
     # BEGIN SOLUTION Exercise 2.2: rank all layers' weights together and split the mask back
     if not weights:
         return []
@@ -121,9 +123,9 @@ def row_norm_mask(weight, fraction):
         exactly ``number_to_prune(fraction, out_features)`` rows ``False``: those of smallest L2
         norm (rows whose norms tie at the boundary: any of them may go, the count stays exact).
     """
-    # Hint: k = number_to_prune(fraction, rows). The L2 norm of each row is
-    # torch.linalg.vector_norm of the weight reshaped to (rows, -1), along dim 1. Like torch,
-    # pick the (rows - k) largest norms with torch.topk and set those rows of an all-False mask.
+    # Hint: A row's importance is one number, whatever the weight's dimensions. Deciding which rows
+    # to keep, rather than which to drop, keeps the count exact when norms tie.
+    # Hint 2, when you want it: python tools/hints.py 2.3
     # BEGIN SOLUTION Exercise 2.3: mask the rows of smallest L2 norm
     rows = weight.shape[0]
     row_norms = torch.linalg.vector_norm(weight.detach().reshape(rows, -1), ord=2, dim=1)
@@ -158,8 +160,9 @@ def nm_sparsity_mask(weight, n=2, m=4):
     if weight.dim() != 2 or weight.shape[1] % m != 0:
         raise ValueError(f"N:M sparsity needs a 2-D weight whose input dimension is a multiple of "
                          f"m={m}, got shape {tuple(weight.shape)}")
-    # Hint: view |weight| as (out_features, in_features // m, m) so the last dim is one group;
-    # torch.topk(..., k=n, dim=-1) picks the n largest of each group; scatter True there.
+    # Hint: Each group of m consecutive input weights decides on its own. Can you arrange |weight|
+    # so one dimension holds exactly one group, and choose along it for every group at once?
+    # Hint 2, when you want it: python tools/hints.py 2.4
     # BEGIN SOLUTION Exercise 2.4: keep the n largest |w| of every m consecutive input weights
     rows, columns = weight.shape
     groups = weight.detach().abs().reshape(rows, columns // m, m)
@@ -194,8 +197,9 @@ def shrink_linear(linear, keep, dim):
     if dim not in (0, 1) or isinstance(dim, bool):
         raise ValueError(f"dim must be 0 (output rows) or 1 (input columns), got {dim!r}")
     keep = check_kept_indices(keep, linear.weight.shape[dim]).to(linear.weight.device)
-    # Hint: Tensor.index_select(dim, keep) picks the kept rows or columns; wrap the result in a
-    # new nn.Parameter, and fix out_features or in_features to the new size.
+    # Hint: Which tensors of the layer change size along dim 0, which along dim 1, and what else in
+    # the layer describes its size? What must a new parameter keep from the old one?
+    # Hint 2, when you want it: python tools/hints.py 2.5
     # BEGIN SOLUTION Exercise 2.5: keep the given rows or columns of a Linear layer
     with torch.no_grad():
         linear.weight = nn.Parameter(linear.weight.index_select(dim, keep).clone(),
@@ -226,14 +230,16 @@ def remove_attention_heads(attention, heads):
 
     Returns:
         ``attention``, with ``self.num_attention_heads`` and ``self.all_head_size`` updated
-        (``attention_head_size`` is unchanged).
+        (``attention_head_size`` is unchanged), and its four Linears as ``shrink_linear`` leaves
+        them (``out_features``/``in_features`` updated, each ``requires_grad`` unchanged).
     """
     self_attention = attention.self
     head_count, head_size = self_attention.num_attention_heads, self_attention.attention_head_size
     heads = check_head_positions(heads, head_count)
-    # Hint: head h owns rows h*head_size ... (h+1)*head_size - 1; complement() gives the indices
-    # not removed. shrink_linear query/key/value along dim 0, output.dense along dim 1, then
-    # update the two head counts.
+    # Hint: Which rows of query/key/value belong to head h, and which columns of output.dense read
+    # them? Removing a head is removing those indices from four layers, with a tool you wrote in
+    # 2.5, and the block must then say how many heads it has.
+    # Hint 2, when you want it: python tools/hints.py 2.6
     # BEGIN SOLUTION Exercise 2.6: remove whole heads from q/k/v and the output projection
     removed_rows = [h * head_size + i for h in heads for i in range(head_size)]
     keep = complement(removed_rows, head_count * head_size)
@@ -283,8 +289,9 @@ def masked_finetune_step(model, masks, inputs, labels, optimizer):
         The loss of this step (before the update), a Python float (``loss.item()``).
     """
     check_finetune_arguments(model, masks, inputs, labels)
-    # Hint: dict(model.named_parameters()) finds each masked parameter by name; under
-    # torch.no_grad(), parameter.mul_(mask) zeros it in place.
+    # Hint: The trap is step 4 of the docstring: why is it not enough that a pruned weight gets no
+    # gradient, and how do you find each masked parameter by its name?
+    # Hint 2, when you want it: python tools/hints.py 2.7
     # BEGIN SOLUTION Exercise 2.7: one fine-tuning step that keeps every pruned weight at zero (re-mask after the step)
     model.train()
     optimizer.zero_grad()

@@ -80,8 +80,9 @@ def absmax_quantize(v, dim=None):
         ``dim=None``, else ``v``'s shape with ``dim`` reduced to size 1 (it broadcasts against ``v``).
         An all-zero vector gives ``q = 0`` and a finite ``alpha`` (see ``SMALLEST_RANGE``).
     """
-    # Hint: _reduce_abs(v, "max", dim) gives max|v| with the right shape; clamp it with
-    # SMALLEST_RANGE before dividing. Round, then clamp to [-INT8_MAX, INT8_MAX] and cast.
+    # Hint: Which value must land exactly on +-127, and what if every value is 0? Every dim (None,
+    # any index, negative ones) must give alpha a shape that broadcasts against v.
+    # Hint 2, when you want it: python tools/hints.py 1.1
     # BEGIN SOLUTION Exercise 1.1: absmax int8 quantization (alpha = 127 / max|v|, q = round(v * alpha))
     max_abs = _reduce_abs(v, "max", dim).clamp_min(SMALLEST_RANGE)
     alpha = INT8_MAX / max_abs
@@ -96,6 +97,8 @@ def absmax_dequantize(q, alpha):
     Args:
         q: int8 tensor. alpha: float32 scale(s) that broadcast against ``q``.
     """
+    # Hint: Which dtype does q / alpha have to come out in, and does alpha's shape already fit q's?
+    # Hint 2, when you want it: python tools/hints.py 1.2
     # BEGIN SOLUTION Exercise 1.2: absmax int8 dequantization (q / alpha, float32)
     return q.to(torch.float32) / alpha
     # END SOLUTION
@@ -115,6 +118,8 @@ def fp16_quantize(v):
     if largest > FP16_MAX:
         raise ValueError(f"fp16 holds magnitudes up to {FP16_MAX:g}; found {largest:g}, which "
                          "would overflow to inf. Use int8 (absmax scales any range) instead.")
+    # Hint: What may this function change, and what must it leave as it was?
+    # Hint 2, when you want it: python tools/hints.py 1.3
     # BEGIN SOLUTION Exercise 1.3: fp16 quantization (cast to float16)
     return v.to(torch.float16)
     # END SOLUTION
@@ -133,6 +138,8 @@ def binary_quantize(v, dim=None):
         ``(q, beta)``: int8 in {-1, +1} with the shape of ``v``; float32 ``beta`` shaped like
         ``alpha`` in ``absmax_quantize``.
     """
+    # Hint: One bit holds two symbols: where does a value of exactly 0 go?
+    # Hint 2, when you want it: python tools/hints.py 1.4
     # BEGIN SOLUTION Exercise 1.4: 1-bit quantization (q = +1 if v > 0 else -1, beta = mean|v|)
     beta = _reduce_abs(v, "mean", dim)
     q = torch.where(v > 0, 1, -1).to(torch.int8)
@@ -156,6 +163,9 @@ def ternary_quantize(v, dim=None):
         ``(q, gamma)``: int8 in {-1, 0, +1} with the shape of ``v``; float32 ``gamma`` shaped like
         ``alpha`` in ``absmax_quantize``.
     """
+    # Hint: Where do 0.5 and 1.5 (in units of gamma) go, and what does an all-zero or tiny vector
+    # divide by?
+    # Hint 2, when you want it: python tools/hints.py 1.5
     # BEGIN SOLUTION Exercise 1.5: 1.58-bit ternary quantization (gamma = mean|v|, q = clip(round(v / gamma), -1, 1))
     gamma = _reduce_abs(v, "mean", dim)
     q = torch.round(v / gamma.clamp_min(BITNET_EPS)).clamp(-1, 1).to(torch.int8)
@@ -182,6 +192,9 @@ def outlier_columns(x, threshold):
     Returns:
         bool tensor of shape (features,).
     """
+    # Hint: A column is an outlier because of one value: which reduction over the tokens finds it,
+    # and is a value exactly at the threshold in or out? What does "no threshold" mean?
+    # Hint 2, when you want it: python tools/hints.py 1.6
     # BEGIN SOLUTION Exercise 1.6: find the outlier feature columns (any |x| >= threshold)
     if not threshold:
         return torch.zeros(x.shape[1], dtype=torch.bool, device=x.device)
@@ -216,9 +229,9 @@ def int8_vectorwise_matmul(x, weight):
     Returns:
         float32 (tokens, out).
     """
-    # Hint: isinstance(weight, QuantizedVector) tells the two kinds of weight apart; both give
-    # .quantized_vector (int8 (k, out)) and .alpha ((1, out)) once quantized. A tensor method
-    # ending in _ (t.div_(s)) works in place and returns t, so the two divisions chain.
+    # Hint: Which scales go with which operand (a row of x, a column of W), how large can a sum of
+    # int8 products get, and how many full-size buffers does your dequantization write?
+    # Hint 2, when you want it: python tools/hints.py 1.7
     # BEGIN SOLUTION Exercise 1.7: vector-wise int8 matmul (row scales for x, column scales for W, int32 accumulation)
     x_q = QuantizedVector(x, "int8", dim=1)
     w_q = weight if isinstance(weight, QuantizedVector) else QuantizedVector(weight, "int8", dim=0)
@@ -263,7 +276,8 @@ def mixed_precision_forward(input, weight, threshold=6.0):
     zero tokens (return an empty result), all-zero rows, a single row.
 
     Args:
-        input: float (..., in): 2-D (tokens, in) or 3-D (batch, seq, in), etc.
+        input: float (..., in): 2-D (tokens, in) or 3-D (batch, seq, in), etc.; a 1-D (in,)
+            is one token and gives (out,).
         weight: float (in, out), or a ``QuantizedVector`` of one, int8 with ``dim=0``.
         threshold: outlier threshold (default 6.0 as in the paper); ``None`` or ``0`` turns the
             decomposition off (everything in int8).
@@ -272,11 +286,10 @@ def mixed_precision_forward(input, weight, threshold=6.0):
         float32 of shape (..., out).
     """
     check_matmul_arguments(input, weight, threshold)
-    # Hint: x.masked_fill(mask, 0.0) zeroes the columns where the (in,) bool mask is True (it
-    # broadcasts over the rows); w.masked_fill(mask[:, None], 0.0) zeroes rows. x[:, mask] and
-    # weight[mask] select columns and rows (of a tensor and of a QuantizedVector alike). Start the
-    # sum from the int8 part (or torch.zeros(tokens, out) when every column is an outlier);
-    # fp16_matmul(a, b, add_to=result) adds a product in place.
+    # Hint: Split the product in two (outlier columns in fp16, the rest in int8) so that the parts
+    # add up to x @ W. Then the edges: any number of leading dims, zero tokens, every column an
+    # outlier, a weight quantized once.
+    # Hint 2, when you want it: python tools/hints.py 1.8
     # BEGIN SOLUTION Exercise 1.8: LLM.int8() forward (fp16 outlier columns + vector-wise int8 for the rest)
     *leading, in_features = input.shape
     out_features = weight.shape[1]
@@ -338,8 +351,9 @@ def groupwise_quantize(v, bits=4, group_size=128):
         ``SMALLEST_RANGE``), never NaN.
     """
     check_groupwise_arguments(v, bits, group_size)
-    # Hint: v.reshape(n, k // group_size, group_size) puts each group on the last dimension; take
-    # its max |v| there (keepdim=True broadcasts), then reshape q back to (n, k).
+    # Hint: Can you arrange the values so that each group lies along one dimension? Then each
+    # group's scale is a reduction you already wrote for whole vectors.
+    # Hint 2, when you want it: python tools/hints.py 1.9
     # BEGIN SOLUTION Exercise 1.9: group-wise quantization (alpha = qmax / max|group| per group of group_size)
     rows, columns = v.shape
     qmax = 2 ** (bits - 1) - 1
@@ -399,10 +413,8 @@ def kmeans_quantize(v, bits=4, iterations=20):
         shape, so ``codebook[indices.long()]`` reconstructs ``v`` (as float32).
     """
     check_kmeans_arguments(v, bits, iterations)
-    # Hint: work on values = v.reshape(-1) as float32; nearest_centroid (given, at the end of this file) assigns.
-    # torch.bincount(assignment, minlength=2 ** bits) counts each cluster's values,
-    # torch.zeros(2 ** bits).index_add_(0, assignment, values) sums them, and torch.where keeps
-    # the old centroid where the count is 0.
+    # Hint: Lloyd's algorithm alternates two steps; what should a centroid that no value chose do?
+    # Hint 2, when you want it: python tools/hints.py 1.10
     # BEGIN SOLUTION Exercise 1.10: k-means codebook quantization (linear init from min to max, Lloyd iterations)
     values = v.detach().reshape(-1).to(torch.float32)
     centroid_count = 2 ** bits

@@ -26,6 +26,7 @@ reported by pytest as usual, with its full traceback.
 """
 import ast
 import random
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -39,9 +40,10 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:  # tests import the modules flat: `from quantization import ...`, `import given...`
     sys.path.insert(0, _ROOT)
 
-from given.manifest import EXERCISES, SHARED_DATA_DIR, TEST_MARKERS  # noqa: E402
+from given.manifest import EXERCISES, GIVEN_CODE_MARKER, GRADED_MARKERS, SHARED_DATA_DIR, TEST_MARKERS  # noqa: E402
 from given.quiet import quiet_known_noise  # noqa: E402
 from tests.helpers import UNFINISHED_RE, run_seed  # noqa: E402
+from tests.tasks import TASKS, describe, runs_on, task_key  # noqa: E402
 
 quiet_known_noise()
 # hypothesis keeps a cache in .hypothesis/ where it runs: keep it out of the lab's folder (and out
@@ -57,6 +59,12 @@ def pytest_addoption(parser):
                      help="also run tests marked lessons (the lab's lessons on the trained offline model)")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "task(number, uses=(), param=None): the task a graded test checks "
+                            "('1.7'; a dict by the value of the parameter `param`; None for given code that "
+                            "runs on the tasks `uses`), and the earlier tasks it runs on besides tests/tasks.py's")
+
+
 def pytest_collection_modifyitems(config, items):
     run_slow = config.getoption("--run-slow")
     skip_slow = pytest.mark.skip(reason="slow test: run with --run-slow")
@@ -64,10 +72,34 @@ def pytest_collection_modifyitems(config, items):
         found = [m for m in TEST_MARKERS if item.get_closest_marker(m)]
         if len(found) > 1:
             raise pytest.UsageError(f"{item.nodeid} carries several exercise markers: {found}")
+        if found and found[0] in GRADED_MARKERS:
+            item.stash[TASK_KEY] = checked_task(item)
         if not run_slow and item.get_closest_marker("slow"):
             item.add_marker(skip_slow)
         _check_worked_example(item)
     _skip_lessons_unless_asked(config, items)
+
+
+TASK_KEY = pytest.StashKey[tuple]()
+GIVEN_WAITS = "tests of the given code that run on exercises not written yet (they run once those are)"
+
+
+def checked_task(item):
+    """``(task, earlier tasks it runs on)`` of a graded test, from its ``task`` marker; a graded test
+    without one is a usage error (every failure must name its task)."""
+    marker = item.get_closest_marker("task")
+    if marker is None:
+        raise pytest.UsageError(f"{item.nodeid} is graded: it must name the task it checks with "
+                                "@pytest.mark.task('N.M') (see tests/tasks.py)")
+    own = marker.args[0] if marker.args else None
+    if isinstance(own, dict):
+        own = own[item.callspec.params[marker.kwargs["param"]]]
+    uses = tuple(marker.kwargs.get("uses", ()))
+    unknown = [n for n in (own, *uses) if n is not None and n not in TASKS]
+    if unknown or (own is None and not uses):
+        raise pytest.UsageError(f"{item.nodeid}: task marker names no task or unknown ones: {unknown}")
+    earlier = [n for n in runs_on([n for n in (own, *uses) if n]) + list(uses) if n != own]
+    return own, tuple(sorted(set(earlier), key=task_key))
 
 
 def _check_worked_example(item):
@@ -162,10 +194,69 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     task = unfinished_task(call.excinfo) if report.failed else None
+    if task is not None and item.get_closest_marker(GIVEN_CODE_MARKER) and short_reports(item.config):
+        # a test of the given code waiting for an unwritten exercise: nothing to do in its file;
+        # all such tests fold into one line of the summary
+        report.outcome = "skipped"
+        report.longrepr = ("given", None, GIVEN_WAITS)
+        return
     if task is not None:
         report.unfinished = task
         if short_reports(item.config):
             report.longrepr = f"{task[3]}: NotImplementedError: {task[1]} ({task[2]} is not written yet)"
+    elif report.failed and call.when == "call" and TASK_KEY in item.stash:
+        report.task = item.stash[TASK_KEY]
+        if short_reports(item.config):
+            report.longrepr = Headed(headline(report, item.originalname or item.name), report.longrepr)
+
+
+def headline(report, test_name):
+    """The failure in one line, before any traceback or tensor: the task, then what is wrong."""
+    own, earlier = report.task
+    message = failure_message(report, max_lines=1).removeprefix("AssertionError: ")
+    if own is not None and message.startswith(f"Exercise {own} "):
+        return message
+    checks = test_name.removeprefix("test_").replace("_", " ")
+    where = describe(own) if own else f"the given code on {', '.join(map(describe, earlier))}"
+    return f"{where} ({checks}): {message}"
+
+
+class Headed:
+    """A failure's report with its headline printed first (everything else as pytest has it)."""
+
+    def __init__(self, headline, longrepr):
+        self.headline, self.longrepr = headline, longrepr
+
+    def toterminal(self, out):
+        out.line(self.headline, red=True, bold=True)
+        if hasattr(self.longrepr, "toterminal"):
+            self.longrepr.toterminal(out)
+        else:
+            out.line(str(self.longrepr))
+
+    def __getattr__(self, name):
+        return getattr(self.longrepr, name)
+
+    def __str__(self):
+        return f"{self.headline}\n{self.longrepr}"
+
+
+def blame_earlier_tasks(reports, config):
+    """A failing test whose task runs on an earlier task that fails its own tests (or is not written)
+    is reported as depending on it, in one line: one mistake shows up under its own task."""
+    failing = {".".join(map(str, n)) for n in stubbed_tasks()}
+    for report in sorted(reports, key=lambda r: task_key(r.task[0]) if r.task[0] else (99,)):
+        own, earlier = report.task
+        blockers = [n for n in earlier if n in failing]
+        if not blockers:
+            if own is not None:
+                failing.add(own)
+            continue
+        report.blocked_by = blockers[0]
+        if short_reports(config):
+            report.longrepr = (f"depends on {describe(blockers[0])}, which fails: fix it first "
+                               f"(this test checks {describe(own) if own else 'the given code on it'})")
+            report.sections = []
 
 
 @pytest.hookimpl(wrapper=True)
@@ -217,7 +308,7 @@ class Scoreboard:
         self.tests = {}       # nodeid -> (exercise marker, points)
         self.outcomes = {}    # nodeid -> "passed" / "failed" / "skipped" (the worst phase)
         self.unfinished = {}  # task number -> (task, function, file:line)
-        self.failures = {}    # nodeid -> message, of the failures that are not an unwritten stub
+        self.failures = {}    # nodeid -> report, of the failures that are not an unwritten stub
 
     def collected(self, items):
         cases = {}
@@ -237,7 +328,7 @@ class Scoreboard:
         task = getattr(report, "unfinished", None)
         if report.failed and task is None:
             self.failures.setdefault(f"{report.nodeid}" + ("" if report.when == "call" else f" ({report.when})"),
-                                     failure_message(report))
+                                     report)
         if report.nodeid not in self.tests:
             return
         if report.failed or report.skipped or report.when == "call":
@@ -271,13 +362,55 @@ def pytest_runtest_logreport(report):
     _scoreboard.reported(report)
 
 
+def pytest_sessionfinish(session):
+    """Before pytest prints the failures: those that come from an earlier task are told so."""
+    blame_earlier_tasks([r for r in _scoreboard.failures.values() if getattr(r, "task", None)], session.config)
+
+
+PYTEST_EXPLANATION = re.compile(r"^(assert |where |[ +]+where )")
+
+
 def failure_message(report, max_lines=4):
     """The exception's message (``AssertionError: ...``), whole up to ``max_lines`` lines: never cut
-    to the terminal's width, as pytest's own summary line is."""
+    to the terminal's width, as pytest's own summary line is. After a message of the test's own,
+    pytest's explanation of the assert (``assert False`` / ``+ where False = torch.equal(...)``) is
+    left out: it says nothing the message does not."""
     crash = getattr(report.longrepr, "reprcrash", None)
     text = crash.message if crash is not None else str(report.longrepr).strip().splitlines()[-1:][0]
     lines = text.splitlines()
+    explained = next((i for i, line in enumerate(lines) if i and PYTEST_EXPLANATION.match(line)), None)
+    if explained is not None and not lines[0].startswith("AssertionError: assert "):
+        lines = lines[:explained]
     return "\n".join(lines[:max_lines] + (["..."] if len(lines) > max_lines else []))
+
+
+def summary_lines(failures, details=3):
+    """``(nodeid, lines)`` of the failures section: each failure that is its own task's, headline
+    first and up to ``details`` more lines of its message (no tensor dump: the traceback above has
+    it), then those waiting for an earlier task, one entry per test file and task."""
+    own, waiting = [], {}
+    for nodeid, report in failures.items():
+        blocked = getattr(report, "blocked_by", None)
+        if blocked is not None:
+            path, _, name = nodeid.partition("::")
+            waiting.setdefault((blocked, path), {}).setdefault(name.split("[")[0], []).append(name)
+            continue
+        lines = failure_message(report, max_lines=12).splitlines()
+        head = report.longrepr.headline if isinstance(report.longrepr, Headed) else lines[0]
+        more = []
+        for line in lines[1:]:
+            if line.startswith("Falsifying example") or "tensor(" in line or len(more) == details:
+                break
+            if line != "..." and line.removeprefix("AssertionError: ") not in head:
+                more.append(line)
+        own.append((nodeid, "\n".join([head] + more)))
+    for (blocked, path), tests in sorted(waiting.items(), key=lambda x: (task_key(x[0][0]), x[0][1])):
+        count = sum(map(len, tests.values()))
+        names = ", ".join(name if len(cases) == 1 else f"{name} ({len(cases)} cases)"
+                          for name, cases in tests.items())
+        own.append((f"{path} ({count} {'test' if count == 1 else 'tests'})",
+                    f"depends on {describe(blocked)}, which fails: fix it first\n{names}"))
+    return own
 
 
 def _points(x):
@@ -291,7 +424,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.ensure_newline()
     if board.failures:
         terminalreporter.section("failures (whole messages; tracebacks above)", sep="=", red=True)
-        for nodeid, message in board.failures.items():
+        for nodeid, message in summary_lines(board.failures):
             write(f"FAILED {nodeid}", red=True)
             for line in message.splitlines():
                 write(f"    {line}")
@@ -307,11 +440,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     unfinished = {**board.unfinished, **stubbed_tasks()}
     exercises_run = {exercise.number for exercise, *_ in rows}
     unfinished = {n: task for n, task in unfinished.items() if n[0] in exercises_run}
+    focus = next((exercise for exercise, earned, maximum, *_ in rows if earned < maximum), None)
     if unfinished:
         number = min(unfinished)
+        focus = next(e for e in EXERCISES if e.number == number[0])
         task, function, where = unfinished[number]
         write(f"still to write: {', '.join('.'.join(map(str, n)) for n in sorted(unfinished))}")
         terminalreporter.write_line(f"next: Exercise {'.'.join(map(str, number))} {function} "
                                     f"({where}): {task.split(': ', 1)[1]}", bold=True)
     if short_reports(config):
-        write("(one exercise: python -m pytest -m ex1_quantization; full tracebacks: add --tb=long)")
+        one = f"one exercise: python -m pytest -m {focus.marker}; " if focus and len(rows) > 1 else ""
+        write(f"({one}full tracebacks: add --tb=long)")

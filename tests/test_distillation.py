@@ -51,6 +51,7 @@ def assert_close(actual, expected, what, rtol=1e-5, atol=1e-6):
 # Exercise 3.1: compute_distillation_loss
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.task("3.1")
 @pytest.mark.worked_example(twin="test_distillation_loss_on_any_shape_mask_and_temperature")
 @pytest.mark.points(0)
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
@@ -68,6 +69,7 @@ def test_loss_two_classes_closed_form(temperature):
                  f"T**2 * KL(teacher || student)")
 
 
+@pytest.mark.task("3.1")
 @pytest.mark.points(1)
 @pytest.mark.parametrize("temperature", [1.0, 5.0])
 def test_loss_2d_is_batchmean_kl_times_t_squared(temperature):
@@ -83,6 +85,7 @@ def test_loss_2d_is_batchmean_kl_times_t_squared(temperature):
                  f"(kl_div batchmean; reduction='mean' would also divide by the 5 classes)")
 
 
+@pytest.mark.task("3.1")
 @pytest.mark.points(1)
 def test_loss_3d_is_mean_per_token():
     temperature = 2.0
@@ -94,6 +97,7 @@ def test_loss_3d_is_mean_per_token():
                  "only, giving 3x the expected value)")
 
 
+@pytest.mark.task("3.1")
 @pytest.mark.points(1)
 def test_loss_mask_counts_only_selected_positions():
     temperature = 2.0
@@ -111,6 +115,7 @@ def test_loss_mask_counts_only_selected_positions():
     assert_close(loss_junk, expected, "changing the logits at masked-out positions must not change the loss")
 
 
+@pytest.mark.task("3.1")
 @pytest.mark.points(1)
 def test_loss_reverse_is_kl_student_to_teacher():
     temperature = 2.0
@@ -123,6 +128,7 @@ def test_loss_reverse_is_kl_student_to_teacher():
                  "reverse=False (default): T**2 * KL(teacher || student)")
 
 
+@pytest.mark.task("3.1")
 @pytest.mark.points(1)
 @pytest.mark.parametrize("temperature", [1.0, 3.0])
 def test_loss_is_stable_for_large_logits(temperature):
@@ -134,6 +140,7 @@ def test_loss_is_stable_for_large_logits(temperature):
     assert_close(loss, expected, f"logits ~1e4, T={temperature}", rtol=1e-4)
 
 
+@pytest.mark.task("3.1")
 @pytest.mark.points(1)
 def test_loss_with_classes_the_teacher_rules_out():
     """A teacher logit of -inf is a class of probability 0: it adds 0 * log 0 = 0, never NaN."""
@@ -151,6 +158,7 @@ def test_loss_with_classes_the_teacher_rules_out():
     assert_close(loss.item(), expected, "KL with classes of teacher probability 0 (0 * log 0 = 0)")
 
 
+@pytest.mark.task("3.1")
 @pytest.mark.points(2)
 def test_loss_gradient_reaches_the_student_only():
     temperature, num_rows = 3.0, 4
@@ -237,6 +245,7 @@ def assert_same_losses(actual, expected, what):
         assert_close(a, b, f"{what}: mean loss of epoch {epoch}", rtol=1e-4)
 
 
+@pytest.mark.task(None, uses=("3.1", "3.2"))
 @pytest.mark.points(1)
 def test_distill_model_lowers_the_loss_and_trains_the_student():
     teacher, student, batches = make_teacher(), make_student(), make_batches()
@@ -256,6 +265,7 @@ def test_distill_model_lowers_the_loss_and_trains_the_student():
     assert not student.training, "distill_model returns the student in eval mode, ready to evaluate"
 
 
+@pytest.mark.task(None, uses=("3.1", "3.2"))
 @pytest.mark.points(2)
 def test_distill_model_keeps_the_teacher_frozen():
     teacher, student, batches = make_teacher(), make_student(), make_batches()
@@ -277,9 +287,13 @@ def test_distill_model_keeps_the_teacher_frozen():
     assert not changed, f"the teacher's parameters and buffers must not change; changed: {changed}"
     assert all(p.grad is None for p in teacher.parameters()), "no gradient may reach the teacher's parameters"
     assert teacher.training, "distill_model must restore the teacher's training flag when it returns"
-    assert_same_weights(student, expected_student, "the student learns from the frozen teacher")
+    assert_same_weights(student, expected_student,
+                        "the teacher stayed frozen, but the student after distill_model (your 3.1 and 3.2) "
+                        "differs from a hand-written loop's: alpha * T**2 * KL + (1 - alpha) * CE, "
+                        "fresh gradients for every batch")
 
 
+@pytest.mark.task(None, uses=("3.1", "3.2"))
 @pytest.mark.points(2)
 def test_alpha_zero_is_plain_cross_entropy_training():
     teacher, student, batches = make_teacher(), make_student(), make_batches()
@@ -292,6 +306,7 @@ def test_alpha_zero_is_plain_cross_entropy_training():
     assert_same_weights(student, expected_student, what)
 
 
+@pytest.mark.task(None, uses=("3.1", "3.2"))
 @pytest.mark.points(2)
 def test_alpha_one_learns_from_the_teacher_only():
     teacher, student, batches = make_teacher(), make_student(), make_batches()
@@ -315,6 +330,7 @@ def test_alpha_one_learns_from_the_teacher_only():
     assert_same_weights(twin, student, "alpha=1 weighs the distillation term only: the labels must not matter")
 
 
+@pytest.mark.task(None, uses=("3.1", "3.2"))
 @pytest.mark.points(2)
 def test_mixed_alpha_matches_a_hand_written_loop():
     teacher, student, batches = make_teacher(), make_student(), make_batches()
@@ -366,6 +382,7 @@ def masked_lm_batch():
                 token_type_ids=torch.zeros(2, 8, dtype=torch.long), labels=labels)
 
 
+@pytest.mark.task(None, uses=("3.1", "3.2"))
 @pytest.mark.points(2)
 def test_distill_bert_with_dict_batches():
     teacher, student = seeded_bert(seed=run_seed(), num_layers=2), seeded_bert(seed=run_seed() + 1, num_layers=1)
@@ -401,7 +418,9 @@ def test_distill_bert_with_dict_batches():
 # Exercises 3.3 and 3.4: a shallower BERT student
 # --------------------------------------------------------------------------------------------
 
-@pytest.mark.points(1)
+@pytest.mark.task("3.3")
+@pytest.mark.worked_example(twin="test_evenly_spaced_layers_rounds_halves_up_for_any_depth")
+@pytest.mark.points(0)
 @pytest.mark.parametrize("teacher_layers, student_layers, expected", [
     (12, 6, [0, 2, 4, 7, 9, 11]),  # DistilBERT's choice for BERT-base
     (12, 4, [0, 4, 7, 11]),
@@ -415,7 +434,9 @@ def test_evenly_spaced_layers(teacher_layers, student_layers, expected):
         f"evenly_spaced_layers({teacher_layers}, {student_layers}) should be {expected}")
 
 
-@pytest.mark.points(1)
+@pytest.mark.task("3.3")
+@pytest.mark.worked_example(twin="test_evenly_spaced_layers_rounds_halves_up_for_any_depth")
+@pytest.mark.points(0)
 def test_evenly_spaced_layers_at_both_ends():
     """k = L keeps every layer and k = 1 keeps layer 0, and k in between still spreads out."""
     for teacher_layers, student_layers, expected in [(5, 5, [0, 1, 2, 3, 4]), (2, 1, [0]),
@@ -433,6 +454,7 @@ def layer_mapped_name(name, layer_ids):
     return f"{prefix}{layer_ids[int(index)]}.{rest}"
 
 
+@pytest.mark.task("3.4")
 @pytest.mark.points(2)
 def test_make_bert_student_copies_the_chosen_layers():
     teacher = teacher_for_make_bert_student(num_layers=4)
@@ -456,6 +478,7 @@ def test_make_bert_student_copies_the_chosen_layers():
         "the student's logits should equal the teacher's with encoder layers 1 and 2 removed")
 
 
+@pytest.mark.task("3.4")
 @pytest.mark.points(1)
 def test_make_bert_student_default_is_an_independent_half_depth_copy():
     teacher = teacher_for_make_bert_student(num_layers=4)
@@ -527,6 +550,7 @@ def kl_oracle(student, teacher, temperature, mask, reverse):
     return float((per_position[mask] if mask is not None else per_position).mean()) * temperature ** 2
 
 
+@pytest.mark.task("3.1")
 @pytest.mark.points(3)
 @property_test(distillation_cases())
 def test_distillation_loss_on_any_shape_mask_and_temperature(case):
@@ -560,7 +584,9 @@ def distillation_step_reference(teacher, student, inputs, labels, temperature, a
         teacher_logits = teacher(inputs)
     student_logits = student(inputs)
     kd = kl_by_definition(teacher_logits, student_logits, temperature).mean() * temperature ** 2
-    loss = alpha * kd + (1 - alpha) * F.cross_entropy(student_logits, labels)
+    labelled = labels != -100
+    ce = F.cross_entropy(student_logits[labelled], labels[labelled]) if labelled.any() else 0.0  # none: 0
+    loss = alpha * kd + (1 - alpha) * ce
     gradients = torch.autograd.grad(loss, list(student.parameters()))
     with torch.no_grad():
         for parameter, gradient in zip(student.parameters(), gradients):
@@ -568,6 +594,7 @@ def distillation_step_reference(teacher, student, inputs, labels, temperature, a
     return loss.item(), student
 
 
+@pytest.mark.task("3.2")
 @pytest.mark.points(2)
 @pytest.mark.parametrize("alpha", [0.0, 0.4, 1.0])
 def test_distillation_step_is_one_update_on_a_fresh_gradient(alpha):
@@ -594,6 +621,26 @@ def test_distillation_step_is_one_update_on_a_fresh_gradient(alpha):
         f"{task}: no gradient may reach the teacher (run it under torch.no_grad())"
 
 
+@pytest.mark.task("3.2")
+@pytest.mark.points(1)
+@pytest.mark.parametrize("alpha", [0.5, 1.0])
+def test_distillation_step_on_a_batch_without_labels(alpha):
+    """Every label -100 (a short masked-LM batch with no masked token): CE is 0, not NaN."""
+    from distillation import distillation_step
+    teacher, student = make_teacher().eval(), make_student().train()
+    inputs, labels = make_batches(num_batches=1)[0]
+    labels = torch.full_like(labels, -100)
+    temperature, lr = 2.0, 0.1
+    expected_loss, expected_student = distillation_step_reference(teacher, student, inputs, labels,
+                                                                   temperature, alpha, lr)
+    optimizer = torch.optim.SGD(student.parameters(), lr=lr)
+    loss = distillation_step(teacher, student, inputs, labels, None, optimizer, temperature, alpha)
+    task = f"Exercise 3.2 distillation_step(alpha={alpha}, every label -100)"
+    assert_close(loss, expected_loss, f"{task}: no labelled position, so CE = 0 (cross_entropy_loss's rule, "
+                                      "not F.cross_entropy's NaN) and the loss is alpha * KD", rtol=1e-5)
+    assert_same_weights(student, expected_student, f"{task}: one step on alpha * KD")
+
+
 def evenly_spaced_oracle(teacher_layers, student_layers):
     """round(i * (L - 1) / (k - 1)) with halves rounded up, in exact fractions."""
     if student_layers == 1:
@@ -608,7 +655,8 @@ def layer_counts(draw):
     return teacher_layers, draw(st.integers(1, min(teacher_layers, 40)))
 
 
-@pytest.mark.points(2)
+@pytest.mark.task("3.3")
+@pytest.mark.points(3)
 @property_test(layer_counts(), max_examples=150)
 def test_evenly_spaced_layers_rounds_halves_up_for_any_depth(counts):
     teacher_layers, student_layers = counts
@@ -622,6 +670,7 @@ def test_evenly_spaced_layers_rounds_halves_up_for_any_depth(counts):
         f"{expected[:12]}, got {chosen[:12]} (Python's round() sends halves to even: 2.5 -> 2)")
 
 
+@pytest.mark.task("3.4")
 @pytest.mark.points(2)
 @pytest.mark.parametrize("student_layers", [1, 3])
 def test_make_bert_student_at_both_depths(student_layers):
@@ -643,3 +692,58 @@ def test_make_bert_student_at_both_depths(student_layers):
         f"{task}: the student shares storage with the teacher"
     assert not student.training, f"{task}: the student is returned in eval mode"
     assert not changed_entries(teacher, teacher_before), f"{task}: the teacher must not change"
+
+
+@pytest.mark.task("3.1")
+@pytest.mark.points(1)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_distillation_loss_of_low_precision_logits_is_computed_in_float32(dtype):
+    """bfloat16/float16 logits: the softmax and KL in float32 (upcast first), not in the logits' dtype."""
+    shape = (int(torch.randint(1, 5, (1,))), int(torch.randint(2, 8, (1,))), int(torch.randint(20, 60, (1,))))
+    student, teacher = random_logits(*shape).to(dtype), random_logits(*shape).to(dtype)
+    temperature = float(torch.randint(1, 5, (1,)))
+    loss = compute_distillation_loss(student.clone(), teacher.clone(), temperature)
+    task = f"Exercise 3.1 compute_distillation_loss(logits {shape} in {dtype}, T={temperature:g})"
+    assert isinstance(loss, torch.Tensor) and loss.dtype == torch.float32, f"{task}: a float32 scalar"
+    assert_close(loss, kl_oracle(student, teacher, temperature, None, False),
+                 f"{task}: upcast the logits to float32 before the softmax (not only the result)", rtol=1e-4)
+
+
+@pytest.mark.task("3.3")
+@pytest.mark.points(1)
+def test_evenly_spaced_layers_rounds_exact_halves_up():
+    """Depths (L, k) drawn for this run where some i * (L - 1) / (k - 1) is exactly a half: a float
+    computation (np.linspace, i * step) can land just below it."""
+    generator = torch.Generator().manual_seed(run_seed())
+    cases = []
+    while len(cases) < 300:
+        teacher_layers = int(torch.randint(3, 2000, (1,), generator=generator))
+        student_layers = int(torch.randint(3, min(teacher_layers, 200) + 1, (1,), generator=generator))
+        gaps = student_layers - 1
+        if any(2 * i * (teacher_layers - 1) % (2 * gaps) == gaps for i in range(student_layers)):
+            cases.append((teacher_layers, student_layers))
+    for teacher_layers, student_layers in cases:
+        expected = evenly_spaced_oracle(teacher_layers, student_layers)
+        chosen = evenly_spaced_layers(teacher_layers, student_layers)
+        assert chosen == expected, (
+            f"Exercise 3.3 evenly_spaced_layers({teacher_layers}, {student_layers}): some i * (L - 1) / (k - 1) is "
+            f"exactly a half, which rounds UP; expected {expected[:12]}..., got {chosen[:12]}... (compute in "
+            f"integers: float arithmetic can turn x.5 into x.4999)")
+
+
+@pytest.mark.task("3.4")
+@pytest.mark.points(1)
+def test_make_bert_student_of_a_frozen_teacher_is_trainable():
+    """A teacher frozen before distillation (requires_grad_(False)) gives a student whose every
+    parameter is trainable: the student is a new model (new_bert_like), not a copy of the teacher."""
+    teacher = teacher_for_make_bert_student(num_layers=3).requires_grad_(False)
+    student_layers = int(torch.randint(1, 4, (1,)))
+    student = make_bert_student(teacher, num_layers=student_layers)
+    teacher_state, layer_ids = teacher.state_dict(), evenly_spaced_oracle(3, student_layers)
+    for name, tensor in student.state_dict().items():
+        source = layer_mapped_name(name, layer_ids)
+        assert torch.equal(tensor, teacher_state[source]), f"student {name} is a copy of the teacher's {source}"
+    frozen = [name for name, parameter in student.named_parameters() if not parameter.requires_grad]
+    assert not frozen, (f"Exercise 3.4 make_bert_student(frozen teacher): every parameter of the student must be "
+                        f"trainable; frozen: {frozen[:3]} ({len(frozen)} in all)")
+    assert not any(parameter.requires_grad for parameter in teacher.parameters()), "the teacher stays frozen"

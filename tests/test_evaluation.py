@@ -312,12 +312,10 @@ def test_distill_bert_student_in_one_call(sample_tokenizer, sample_bert):
     if not hasattr(distillation, "make_bert_student"):
         pytest.skip("distillation.make_bert_student not available")
     teacher_state = {k: v.clone() for k, v in sample_bert.state_dict().items()}
-    try:
-        student, losses = ev.distill_bert_student(sample_bert, models.BUILTIN_TEXT_SAMPLE.splitlines(True),
-                                                  sample_tokenizer, num_layers=1, steps=2, epochs=2,
-                                                  batch_size=2, seq_len=32, progress=False)
-    except NotImplementedError as error:
-        pytest.skip(f"Exercise 3 not implemented in this tree: {error}")
+    # an unwritten Exercise 3 skips this test with the others that wait for it (tests/conftest.py)
+    student, losses = ev.distill_bert_student(sample_bert, models.BUILTIN_TEXT_SAMPLE.splitlines(True),
+                                              sample_tokenizer, num_layers=1, steps=2, epochs=2,
+                                              batch_size=2, seq_len=32, progress=False)
     assert student.config.num_hidden_layers == 1 and len(losses) == 2
     assert all(torch.equal(v, teacher_state[k]) for k, v in sample_bert.state_dict().items()), "teacher changed"
 

@@ -136,6 +136,7 @@ def check_kmeans_output(v, bits, codebook, indices, what=""):
 # Exercise 1.9: group-wise quantization
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.task("1.9")
 @pytest.mark.worked_example(twin="test_groupwise_matches_reference_on_seeded_weights")
 @pytest.mark.points(0)
 def test_groupwise_worked_example():
@@ -144,6 +145,7 @@ def test_groupwise_worked_example():
     assert alpha.tolist() == [[7.0, 3.5]]
 
 
+@pytest.mark.task("1.9")
 @pytest.mark.points(3)
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
 def test_groupwise_matches_reference_on_seeded_weights(bits):
@@ -157,6 +159,7 @@ def test_groupwise_matches_reference_on_seeded_weights(bits):
         assert int(q.abs().max()) == qmax, f"bits={bits}: the largest |v| of a group maps to qmax = {qmax}"
 
 
+@pytest.mark.task("1.9")
 @pytest.mark.points(2)
 @pytest.mark.parametrize("bits", [2, 8])
 def test_groupwise_all_zero_group_gives_zeros_not_nan(bits):
@@ -170,6 +173,7 @@ def test_groupwise_all_zero_group_gives_zeros_not_nan(bits):
         f"got {restored[2].tolist()}")
 
 
+@pytest.mark.task("1.9")
 @pytest.mark.points(1)
 def test_groupwise_with_one_group_per_row_is_per_row_absmax_int8():
     """group_size = k at 8 bits: one absmax scale per row, 127 / max|row| (the 1.1 convention)."""
@@ -181,6 +185,7 @@ def test_groupwise_with_one_group_per_row_is_per_row_absmax_int8():
     assert ((q.float() - torch.round(v * expected_alpha)).abs() <= 1).all()
 
 
+@pytest.mark.task("1.9")
 @pytest.mark.points(2)
 def test_groupwise_dequantize_divides_each_value_by_its_group_scale():
     rows, groups, group_size = int(torch.randint(1, 5, (1,))), int(torch.randint(1, 5, (1,))), 8
@@ -197,6 +202,7 @@ def test_groupwise_dequantize_divides_each_value_by_its_group_scale():
                                err_msg="q[i, j] / alpha[i, j // group_size], with group_size = k // groups")
 
 
+@pytest.mark.task("1.9")
 @pytest.mark.points(2)
 @property_test(st.integers(2, 8), st.sampled_from([1, 2, 3, 4, 8]), st.integers(1, 4), st.data())
 def test_groupwise_property_round_trip_error_is_half_a_step(bits, group_size, groups, data):
@@ -213,10 +219,70 @@ def test_groupwise_property_round_trip_error_is_half_a_step(bits, group_size, gr
         f"error {float((error / step).max()):.3f} steps")
 
 
+def exact_halves(rows, groups, group_size, bits):
+    """``(v, alpha)``: every group holds +-qmax * 2^e (so alpha = 2^-e exactly) and values
+    (k + 0.5) * 2^e, so v * alpha is exactly half-way between two integers."""
+    qmax = 2 ** (bits - 1) - 1
+    v, alpha = torch.zeros(rows, groups * group_size), torch.zeros(rows, groups)
+    for i in range(rows):
+        for g in range(groups):
+            scale = 2.0 ** int(torch.randint(-12, 13, (1,)))
+            k = torch.randint(-qmax, qmax, (group_size,)).double() + 0.5
+            k[int(torch.randint(0, group_size, (1,)))] = qmax * (1 if torch.rand(1) < 0.5 else -1)
+            v[i, g * group_size:(g + 1) * group_size] = (k * scale).float()
+            alpha[i, g] = 1 / scale
+    return v, alpha
+
+
+@pytest.mark.task("1.9")
+@pytest.mark.points(1)
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_groupwise_rounds_exact_halves_to_even(bits):
+    """alpha a power of two: v * alpha is exact, and every value but the group's largest is a tie."""
+    group_size = int(torch.randint(2, 9, (1,)))
+    groups, rows = int(torch.randint(1, 4, (1,))), int(torch.randint(1, 4, (1,)))
+    v, expected_alpha = exact_halves(rows, groups, group_size, bits)
+    q, alpha = groupwise_quantize(v.clone(), bits=bits, group_size=group_size)
+    expected_q = np.rint(v.numpy().astype(np.float64) * np.repeat(expected_alpha.numpy(), group_size, axis=1))
+    assert torch.equal(alpha, expected_alpha), f"alpha = qmax / max|group|, exactly a power of two here"
+    wrong = q.numpy() != expected_q
+    assert not wrong.any(), (
+        f"bits={bits}, group_size={group_size}: v * alpha is exactly k + 0.5 here, and torch.round sends "
+        f"halves to even (2.5 -> 2, 3.5 -> 4, -0.5 -> 0); {int(wrong.sum())} values differ, e.g. "
+        f"v * alpha = {float((v * alpha.repeat_interleave(group_size, 1))[torch.from_numpy(wrong)][0])} gave "
+        f"{int(q[torch.from_numpy(wrong)][0])}")
+
+
+@pytest.mark.task("1.9")
+@pytest.mark.points(1)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_groupwise_returns_float32_for_any_float_dtype(dtype):
+    """A float64, float16 or bfloat16 v (with an all-zero group) gives a finite float32 alpha, and
+    groupwise_dequantize returns float32 for any float alpha."""
+    group_size = int(torch.randint(1, 5, (1,)))
+    v = random_weight(3, 4 * group_size)
+    v[1, :group_size] = 0.0
+    v = v.to(dtype)
+    q, alpha = groupwise_quantize(v.clone(), bits=4, group_size=group_size)
+    context = f"v of dtype {dtype}, group_size={group_size}"
+    assert alpha.dtype == torch.float32 and torch.isfinite(alpha).all(), (
+        f"{context}: alpha must be finite float32 (compute in float32), got {alpha.dtype} {alpha.tolist()}")
+    expected_q, expected_alpha, _ = reference_groupwise(v.float(), 4, group_size)
+    np.testing.assert_allclose(alpha.numpy(), expected_alpha, rtol=1e-6, err_msg=context)
+    assert (np.abs(q.numpy() - expected_q) <= 1).all(), context
+    for alpha_dtype in (torch.float64, torch.float16):
+        restored = groupwise_dequantize(q, alpha.to(alpha_dtype))
+        assert restored.dtype == torch.float32, (
+            f"groupwise_dequantize(q, alpha of dtype {alpha_dtype}) must return float32, got {restored.dtype}")
+        np.testing.assert_allclose(restored.numpy(), q.numpy() / np.repeat(
+            alpha.to(alpha_dtype).double().numpy(), group_size, axis=1), rtol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------
 # Exercise 1.10: k-means quantization
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.task("1.10")
 @pytest.mark.worked_example(twin="test_kmeans_empty_clusters_keep_their_value_on_seeded_values")
 @pytest.mark.points(0)
 def test_kmeans_worked_example_empty_clusters_keep_their_value():
@@ -237,6 +303,7 @@ def unambiguous_values(shape, bits, iterations, tries=20):
     raise AssertionError("no unambiguous draw in 20 tries")
 
 
+@pytest.mark.task("1.10")
 @pytest.mark.points(3)
 @pytest.mark.parametrize("bits, iterations", [(1, 5), (2, 1), (3, 20), (4, 2), (4, 20)])
 def test_kmeans_matches_lloyd_reference_on_seeded_weights(bits, iterations):
@@ -250,6 +317,7 @@ def test_kmeans_matches_lloyd_reference_on_seeded_weights(bits, iterations):
                                        f"iterations from the even grid min(v)..max(v) (reference in float64)")
 
 
+@pytest.mark.task("1.10")
 @pytest.mark.points(2)
 @pytest.mark.parametrize("bits", [2, 8])
 def test_kmeans_empty_clusters_keep_their_value_on_seeded_values(bits):
@@ -269,6 +337,7 @@ def test_kmeans_empty_clusters_keep_their_value_on_seeded_values(bits):
         f"values {low:.4g} and {high:.4g}: indices 0 and {2 ** bits - 1}, got {indices.tolist()}")
 
 
+@pytest.mark.task("1.10")
 @pytest.mark.points(1)
 def test_kmeans_with_no_iteration_is_the_uniform_grid():
     v = random_weight(5, 17)
@@ -279,6 +348,7 @@ def test_kmeans_with_no_iteration_is_the_uniform_grid():
                                msg="the start: 2 ** bits centroids evenly spaced from min(v) to max(v), both included")
 
 
+@pytest.mark.task("1.10")
 @pytest.mark.points(1)
 def test_kmeans_is_deterministic_and_leaves_v_alone():
     v = random_weight(4, 33)
@@ -292,6 +362,7 @@ def test_kmeans_is_deterministic_and_leaves_v_alone():
     assert squared_error(v, *first) < uniform_grid_error(v, 3), "10 iterations must improve on the uniform grid here"
 
 
+@pytest.mark.task("1.10")
 @pytest.mark.points(3)
 @property_test(st.integers(1, 8), st.integers(0, 12), float_tensors(min_dims=1, max_dims=3, max_side=7))
 def test_kmeans_property_never_worse_than_the_uniform_grid(bits, iterations, v):
@@ -308,3 +379,47 @@ def test_kmeans_property_never_worse_than_the_uniform_grid(bits, iterations, v):
     values, ulp = v.flatten(), 2e-7 * float(v.abs().max()) + 1e-30
     assert float(codebook.min()) >= float(values.min()) - ulp and float(codebook.max()) <= float(values.max()) + ulp, (
         "every centroid starts within [min(v), max(v)] and a mean of values never leaves it")
+
+
+@pytest.mark.task("1.10")
+@pytest.mark.points(1)
+@pytest.mark.parametrize("iterations", [0, 1, 2])
+def test_kmeans_sends_a_value_half_way_to_the_lower_index(iterations):
+    """v = a, (a + b) / 2, b, maybe b again (small integers times a power of two: every mean and
+    midpoint exact);
+    the middle value is half-way between the two starting centroids, and goes to index 0."""
+    scale = 2.0 ** int(torch.randint(-8, 9, (1,)))
+    low = 2 * int(torch.randint(-20, 20, (1,)))
+    high = low + 4 * int(torch.randint(1, 20, (1,)))
+    middle = (low + high) // 2
+    extra = [high] * int(torch.randint(0, 3, (1,)))  # copies of high: its mean stays exact
+    values = [low, middle, high] + extra
+    order = torch.randperm(len(values)).tolist()
+    v = torch.tensor([values[i] * scale for i in order])
+    codebook, indices = kmeans_quantize(v.clone(), bits=1, iterations=iterations)
+    expected = np.array([low, high], np.float64) * scale
+    for _ in range(iterations):  # Lloyd in float64, lower index on a tie (argmin)
+        nearest = np.abs(v.numpy()[:, None].astype(np.float64) - expected[None, :]).argmin(axis=1)
+        expected = np.array([v.numpy()[nearest == c].mean() for c in range(2)])
+    nearest = np.abs(v.numpy()[:, None].astype(np.float64) - expected[None, :]).argmin(axis=1)
+    context = f"kmeans_quantize({v.tolist()}, bits=1, iterations={iterations})"
+    assert codebook.tolist() == expected.tolist() and indices.tolist() == nearest.tolist(), (
+        f"{context}: {middle * scale} is exactly half-way between {low * scale} and {high * scale}: it goes "
+        f"to the lower index (as argmin does); expected codebook {expected.tolist()} and indices "
+        f"{nearest.tolist()}, got {codebook.tolist()} and {indices.tolist()}")
+
+
+@pytest.mark.task("1.10")
+@pytest.mark.points(1)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_kmeans_returns_a_float32_codebook_for_any_float_dtype(dtype):
+    """A float64 or float16 v: the same Lloyd iterations, in float32 (v's values are exact in it)."""
+    bits = int(torch.randint(1, 5, (1,)))
+    v, expected = unambiguous_values((3, 17), bits, 3)
+    if dtype == torch.float16:
+        v = v.half().float()
+        expected, _ = reference_kmeans(v, bits, 3)
+    codebook, indices = kmeans_quantize(v.to(dtype), bits=bits, iterations=3)
+    check_kmeans_output(v, bits, codebook, indices, f"v of dtype {dtype},")
+    np.testing.assert_allclose(codebook.numpy(), expected, rtol=0, atol=1e-4 * float(v.max() - v.min()),
+                               err_msg=f"v of dtype {dtype}, bits={bits}, iterations=3: Lloyd's codebook")

@@ -107,6 +107,7 @@ def assert_same_parameters(model, reference, when, rtol=1e-4, atol=1e-6):
 
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.task("2.7")
 @pytest.mark.points(3)
 def test_pruned_weights_stay_exactly_zero_over_many_adamw_steps():
     """``STEPS`` steps of AdamW(weight_decay=0.01) whose moments were filled before pruning: after every
@@ -126,6 +127,7 @@ def test_pruned_weights_stay_exactly_zero_over_many_adamw_steps():
     assert_same_parameters(model, reference, f"after {STEPS} steps", rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.task("2.7")
 @pytest.mark.points(2)
 def test_one_step_discards_old_gradients_and_matches_the_reference():
     """Gradients left over from before the call are discarded (``optimizer.zero_grad()``); the loss
@@ -144,6 +146,7 @@ def test_one_step_discards_old_gradients_and_matches_the_reference():
     assert_same_parameters(model, reference, "after one step")
 
 
+@pytest.mark.task("2.7")
 @pytest.mark.points(1)
 def test_only_the_masked_parameters_are_masked():
     """A layer without a mask is trained like any other, even where it holds zeros: masks say
@@ -163,3 +166,25 @@ def test_only_the_masked_parameters_are_masked():
         f"{unmasked} has no mask, so its zeros are trained like any weight; only "
         f"{float((parameter != 0).float().mean()):.0%} of it is nonzero")
     assert_same_parameters(model, reference, "after 3 steps", rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.task("2.7")
+@pytest.mark.points(1)
+def test_a_model_passed_in_eval_mode_is_trained_in_training_mode():
+    """Step 1: ``model.train()``, even when the model comes in eval mode (as it does straight after an
+    evaluation): dropout is on for the step, and the model is left in training mode."""
+    model, optimizer = trained_then_pruned(fraction=0.3)
+    masks = pruning_masks(model)
+    model.eval()
+    modes = []
+    handle = model.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    try:
+        inputs, labels = mlm_batch()
+        masked_finetune_step(model, masks, inputs, labels, optimizer)
+    finally:
+        handle.remove()
+    assert modes and all(modes), (
+        f"{'the forward pass ran in eval mode' if modes else 'the model never ran'}: call model.train() "
+        "first (step 1), so that dropout is on while training")
+    still_eval = [name for name, module in model.named_modules() if not module.training]
+    assert not still_eval, f"the model must be left in training mode; in eval mode: {still_eval[:3]}"

@@ -85,6 +85,7 @@ def assert_same_weights(pruned, reference, what):
 # Exercise 2.1 / 2.2: unstructured magnitude pruning
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.task("2.1")
 @pytest.mark.points(1)
 @pytest.mark.parametrize("fraction", [0.2, 0.37, 0.5, 0.9])
 def test_local_pruning_matches_torch_l1_unstructured(fraction):
@@ -100,6 +101,7 @@ def test_local_pruning_matches_torch_l1_unstructured(fraction):
                         f"{round(fraction * 91)} and {round(fraction * 65)})")
 
 
+@pytest.mark.task("2.1")
 @pytest.mark.points(1)
 def test_fraction_zero_prunes_nothing_and_one_prunes_everything():
     """Both ends, with a fraction in between: doing nothing (or everything) is right only at one end."""
@@ -110,6 +112,7 @@ def test_fraction_zero_prunes_nothing_and_one_prunes_everything():
         assert_same_weights(model, expected, f"apply_weight_pruning(model, nn.Linear, {fraction})")
 
 
+@pytest.mark.task("2.1")
 @pytest.mark.points(1)
 def test_biases_are_never_pruned():
     model = odd_mlp()
@@ -128,6 +131,7 @@ def test_biases_are_never_pruned():
             f"layer {name!r}: expected {round(0.5 * module.weight.numel())} zero weights")
 
 
+@pytest.mark.task("2.1")
 @pytest.mark.points(1)
 def test_pruned_weights_are_plain_tensors_that_save_and_load():
     original = odd_mlp()
@@ -150,6 +154,7 @@ def test_pruned_weights_are_plain_tensors_that_save_and_load():
     assert_same_weights(fresh, torch_l1_unstructured(original, 0.3), "reloaded pruned model")
 
 
+@pytest.mark.task("2.1")
 @pytest.mark.points(1)
 def test_pruning_percentage_is_a_fraction_not_a_percent():
     model = odd_mlp()
@@ -169,6 +174,7 @@ def test_pruning_percentage_is_a_fraction_not_a_percent():
         "a rejected pruning_percentage must leave the model unchanged"
 
 
+@pytest.mark.task("2.1")
 @pytest.mark.points(1)
 def test_only_the_requested_layer_type_is_pruned():
     model = nn.Sequential(nn.Conv1d(3, 5, kernel_size=3), nn.Flatten(), nn.Linear(5 * 6, 4))
@@ -186,6 +192,7 @@ def test_only_the_requested_layer_type_is_pruned():
         apply_weight_pruning(model, nn.Conv2d, 0.5)  # nothing matches: an error, never silence
 
 
+@pytest.mark.task("2.2")
 @pytest.mark.points(1)
 @pytest.mark.parametrize("fraction", [0.2, 0.5, 0.8])
 def test_global_pruning_matches_torch_global_unstructured(fraction):
@@ -210,6 +217,7 @@ def test_global_pruning_matches_torch_global_unstructured(fraction):
 # Exercise 2.3: structured pruning of whole output neurons (by zeroing)
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.task("2.3")
 @pytest.mark.points(1)
 @pytest.mark.parametrize("fraction", [0.2, 0.5, 0.75])
 def test_output_neurons_match_torch_ln_structured(fraction):
@@ -233,7 +241,9 @@ def test_output_neurons_match_torch_ln_structured(fraction):
 # Exercise 2.4: N:M semi-structured sparsity
 # --------------------------------------------------------------------------------------------
 
-@pytest.mark.points(1)
+@pytest.mark.task("2.4")
+@pytest.mark.worked_example(twin="test_nm_mask_on_ties_and_both_ends")
+@pytest.mark.points(0)
 def test_nm_mask_on_a_hand_example():
     weight = torch.tensor([[1.0, -4.0, 3.0, 2.0, 0.5, -0.1, 0.2, 0.3],
                            [0.0, 0.0, -1.0, 0.5, -9.0, 8.0, 7.0, -6.0]])
@@ -249,6 +259,7 @@ def test_nm_mask_on_a_hand_example():
         f"{expected}\ngot\n{mask}")
 
 
+@pytest.mark.task("2.4")
 @pytest.mark.points(1)
 @pytest.mark.parametrize("n, m", [(2, 4), (1, 4), (4, 8)])
 def test_nm_mask_keeps_the_n_largest_of_every_m(n, m):
@@ -267,6 +278,7 @@ def test_nm_mask_keeps_the_n_largest_of_every_m(n, m):
         f"exactly its {n} largest |w|; {int((mask != expected.reshape(6, 16)).sum())} entries differ")
 
 
+@pytest.mark.task("2.4")
 @pytest.mark.points(1)
 def test_apply_nm_pruning_gives_the_2_4_pattern():
     model = nn.Sequential(nn.Linear(8, 12), nn.ReLU(), nn.Linear(12, 4))
@@ -295,6 +307,7 @@ def test_apply_nm_pruning_gives_the_2_4_pattern():
 # Exercises 2.5 / 2.6: physically shrinking BERT
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.task("2.5")
 @pytest.mark.points(1)
 def test_shrink_linear_keeps_rows_or_columns():
     linear = nn.Linear(4, 3)
@@ -320,7 +333,7 @@ def small_bert(model_class=None):
     if model_class is None:
         return seeded_small_bert(num_attention_heads=4)
     from transformers import BertConfig
-    torch.manual_seed(0)
+    torch.manual_seed(run_seed())  # the run's weights, not fixed ones (answers recorded from seed 0 earn nothing)
     config = BertConfig(vocab_size=1000, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=512)
     return model_class(config).eval()
@@ -328,6 +341,23 @@ def small_bert(model_class=None):
 
 def encoder_layers(model):
     return (model.bert if hasattr(model, "bert") else model).encoder.layer
+
+
+def assert_heads_left(model, heads, what, head_size=32, hidden=128):
+    """Every layer's attention has ``heads`` heads of ``head_size`` left, in its counts and in the
+    shapes of query/key/value and output.dense: checked before the model runs on them."""
+    for index, layer in enumerate(encoder_layers(model)):
+        attention, width = layer.attention.self, heads * head_size
+        shapes = [tuple(attention.query.weight.shape), tuple(attention.key.weight.shape),
+                  tuple(attention.value.weight.shape), tuple(layer.attention.output.dense.weight.shape)]
+        assert shapes == [(width, hidden)] * 3 + [(hidden, width)], (
+            f"Exercise 2.6 remove_attention_heads, {what}: layer {index} keeps {heads} heads of {head_size}, so "
+            f"query/key/value must be ({width}, {hidden}) and output.dense ({hidden}, {width}); got {shapes} "
+            f"(head h owns rows h*head_size up to, not including, (h+1)*head_size)")
+        assert (attention.num_attention_heads, attention.attention_head_size, attention.all_head_size) \
+            == (heads, head_size, width), (
+            f"Exercise 2.6 remove_attention_heads, {what}: layer {index} must say {heads} heads, all_head_size "
+            f"{width}; got {attention.num_attention_heads} heads, all_head_size {attention.all_head_size}")
 
 
 def weakest(scores, count):
@@ -367,6 +397,7 @@ def parameter_count(model):
     return sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.task("2.5")
 @pytest.mark.points(2)
 def test_ffn_pruning_equals_zeroing_those_neurons():
     model = small_bert()
@@ -390,6 +421,7 @@ def test_ffn_pruning_equals_zeroing_those_neurons():
                                    "205 smallest-norm neurons per layer zeroed")
 
 
+@pytest.mark.task("2.6")
 @pytest.mark.points(2)
 def test_head_pruning_equals_zeroing_those_heads():
     model = small_bert()
@@ -398,12 +430,7 @@ def test_head_pruning_equals_zeroing_those_heads():
 
     prune_bert_heads(model, 0.5)
 
-    for index, layer in enumerate(encoder_layers(model)):
-        attention = layer.attention.self
-        assert (attention.num_attention_heads, attention.attention_head_size, attention.all_head_size) \
-            == (2, 32, 64), (f"layer {index}: 0.5 of 4 heads of 32 leaves 2 heads, all_head_size 64; got "
-                             f"{attention.num_attention_heads} heads, all_head_size {attention.all_head_size}")
-        assert attention.query.weight.shape == (64, 128) and layer.attention.output.dense.weight.shape == (128, 64)
+    assert_heads_left(model, 2, "prune_bert_heads(model, 0.5) of 4 heads")
     assert {int(k): sorted(v) for k, v in model.config.pruned_heads.items()} == removed_heads, \
         f"config.pruned_heads should record the removed heads {removed_heads}, got {model.config.pruned_heads}"
     torch.testing.assert_close(bert_output(model, inputs), bert_output(reference, inputs),
@@ -412,6 +439,7 @@ def test_head_pruning_equals_zeroing_those_heads():
                                    "computes with those heads' output columns zeroed")
 
 
+@pytest.mark.task("2.6")
 @pytest.mark.points(2)
 def test_shrunk_bert_saves_and_reloads(tmp_path):
     model = small_bert()
@@ -419,6 +447,7 @@ def test_shrunk_bert_saves_and_reloads(tmp_path):
     inputs = bert_inputs()
 
     shrink_bert(model, 0.25)
+    assert_heads_left(model, 3, "shrink_bert(model, 0.25) of 4 heads")
     expected = bert_output(reference, inputs)
     torch.testing.assert_close(bert_output(model, inputs), expected, atol=1e-5, rtol=1e-5,
                                msg="shrink_bert(0.25) must equal zeroing 128 neurons and 1 head per layer")
@@ -430,6 +459,7 @@ def test_shrunk_bert_saves_and_reloads(tmp_path):
                                msg="save_pretrained + load_shrunk_bert must give back the same outputs")
 
 
+@pytest.mark.task("2.6")
 @pytest.mark.points(1)
 def test_heads_pruned_twice_are_recorded_in_original_numbering(tmp_path):
     from transformers import BertModel
@@ -438,6 +468,7 @@ def test_heads_pruned_twice_are_recorded_in_original_numbering(tmp_path):
 
     prune_bert_heads(model, 0.25)  # 1 of 4 heads per layer
     prune_bert_heads(model, 0.25)  # round(0.25 * 3) = 1 of the 3 left
+    assert_heads_left(model, 2, "prune_bert_heads(model, 0.25) twice, of 4 heads")
     _, removed_heads = zeroed_reference(small_bert(BertModel), head_fraction=0.5)
 
     assert {int(k): sorted(v) for k, v in model.config.pruned_heads.items()} == removed_heads, (
@@ -452,6 +483,7 @@ def test_heads_pruned_twice_are_recorded_in_original_numbering(tmp_path):
 # Measuring: sparsity and an honest size report
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.task("2.1")
 @pytest.mark.points(1)
 @pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
 def test_size_report_tells_dense_bytes_from_csr_bytes():
@@ -503,6 +535,7 @@ def assert_smallest_pruned(magnitudes, mask, count, task):
             f"smallest magnitudes must go")
 
 
+@pytest.mark.task("2.1")
 @pytest.mark.points(3)
 @property_test(float_tensors(), fractions(), st.booleans())
 def test_magnitude_mask_on_ties_and_any_shape(weight, fraction, as_parameter):
@@ -517,6 +550,7 @@ def test_magnitude_mask_on_ties_and_any_shape(weight, fraction, as_parameter):
     assert_smallest_pruned(before.abs().double(), mask, round(fraction * weight.numel()), task)
 
 
+@pytest.mark.task("2.2")
 @pytest.mark.points(2)
 @property_test(st.lists(float_tensors(max_dims=3), min_size=0, max_size=4), fractions())
 def test_global_masks_on_ties_and_any_list(weights, fraction):
@@ -564,6 +598,7 @@ def weights_with_tied_rows(draw):
     return weight
 
 
+@pytest.mark.task("2.3")
 @pytest.mark.points(2)
 @property_test(weights_with_tied_rows(), fractions())
 def test_row_norm_mask_on_tied_norms_and_any_shape(weight, fraction):
@@ -594,7 +629,8 @@ def nm_cases(draw):
     return draw(float_tensors(shape=shape, max_magnitude=10)), n, m
 
 
-@pytest.mark.points(2)
+@pytest.mark.task("2.4")
+@pytest.mark.points(3)
 @property_test(nm_cases())
 def test_nm_mask_on_ties_and_both_ends(case):
     from pruning import nm_sparsity_mask
@@ -624,23 +660,29 @@ def shrink_cases(draw):
     size = out_features if dim == 0 else in_features
     keep = sorted(draw(st.sets(st.integers(0, size - 1), min_size=1)))
     return (in_features, out_features, draw(st.booleans()), dim, keep,
-            draw(st.sampled_from([torch.float32, torch.float64])), draw(st.booleans()),
+            draw(st.sampled_from([torch.float32, torch.float64])),
+            draw(st.sampled_from([False, True, "weight", "bias"])),  # frozen: all, none, or one of the two
             draw(st.booleans()))
 
 
+@pytest.mark.task("2.5")
 @pytest.mark.points(2)
 @property_test(shrink_cases())
 def test_shrink_linear_with_or_without_bias_any_dtype(case):
     from pruning import shrink_linear
     in_features, out_features, bias, dim, keep, dtype, frozen, as_tensor = case
     linear = nn.Linear(in_features, out_features, bias=bias).to(dtype)
-    if frozen:
+    if frozen is True:
         linear.requires_grad_(False)
+    elif frozen and getattr(linear, frozen) is not None:  # only the weight, or only the bias (BitFit)
+        getattr(linear, frozen).requires_grad_(False)
+    grad_before = {name: parameter.requires_grad for name, parameter in linear.named_parameters()}
     weight, old_bias = linear.weight.detach().clone(), None if linear.bias is None else linear.bias.detach().clone()
     old_parameters = [linear.weight, linear.bias]
     returned = shrink_linear(linear, torch.tensor(keep) if as_tensor else keep, dim=dim)
     task = (f"Exercise 2.5 shrink_linear(nn.Linear({in_features}, {out_features}, bias={bias}) in "
-            f"{dtype}{', frozen' if frozen else ''}, keep={keep}, dim={dim})")
+            f"{dtype}{'' if not frozen else ', frozen' if frozen is True else f', {frozen} frozen'}, keep={keep}, "
+            f"dim={dim})")
     assert returned is linear, f"{task}: change the layer in place and return it"
     index = torch.tensor(keep)
     assert torch.equal(linear.weight.detach(), weight.index_select(dim, index)), \
@@ -654,8 +696,9 @@ def test_shrink_linear_with_or_without_bias_any_dtype(case):
     else:
         assert linear.bias is None, f"{task}: a Linear without bias stays without bias"
     assert linear.weight.dtype == dtype, f"{task}: the dtype stays {dtype}"
-    assert all(p.requires_grad == (not frozen) for p in linear.parameters()), \
-        f"{task}: each parameter keeps its requires_grad ({not frozen})"
+    grad_after = {name: parameter.requires_grad for name, parameter in linear.named_parameters()}
+    assert grad_after == grad_before, \
+        f"{task}: each parameter keeps its own requires_grad {grad_before}, got {grad_after}"
     assert (linear.out_features, linear.in_features) == tuple(linear.weight.shape), \
         f"{task}: out_features and in_features give the new weight's shape"
     x = torch.randn(3, linear.in_features, dtype=dtype)
@@ -680,6 +723,7 @@ def bert_of_4_small_heads(seed):
                              intermediate_size=37)
 
 
+@pytest.mark.task("2.6")
 @pytest.mark.points(2)
 @property_test(st.sets(st.integers(0, 3), min_size=1, max_size=3), st.integers(0, 1),
                st.sampled_from(["list", "tensor", "set"]), max_examples=10)
@@ -705,3 +749,33 @@ def test_remove_attention_heads_any_heads(heads, layer_index, kind):
     torch.testing.assert_close(bert_output(model, inputs), bert_output(reference, inputs), atol=1e-5, rtol=1e-5,
                                msg=f"{task}: the BERT must compute what it computed with those heads' "
                                    "output columns zeroed")
+
+
+@pytest.mark.task("2.6")
+@pytest.mark.points(1)
+@pytest.mark.parametrize("frozen", [False, True])
+def test_remove_attention_heads_leaves_consistent_layers(frozen):
+    """The four Linears say their new sizes (out_features, in_features) and keep each parameter's
+    requires_grad: a frozen model stays frozen (what shrink_linear promises, 2.5)."""
+    from pruning import remove_attention_heads
+    model = copy.deepcopy(bert_of_4_small_heads(run_seed()))
+    if frozen:
+        model.requires_grad_(False)
+    layer_index = int(torch.randint(0, 2, (1,)))
+    heads = sorted(torch.randperm(4)[:int(torch.randint(1, 4, (1,)))].tolist())
+    attention = encoder_layers(model)[layer_index].attention
+    remove_attention_heads(attention, heads)
+    task = (f"Exercise 2.6 remove_attention_heads(layer {layer_index}, heads={heads})"
+            f"{' of a frozen model' if frozen else ''}")
+    linears = {"query": attention.self.query, "key": attention.self.key, "value": attention.self.value,
+               "output.dense": attention.output.dense}
+    kept = 8 * (4 - len(heads))
+    assert tuple(attention.self.query.weight.shape) == (kept, 32) == tuple(attention.output.dense.weight.shape[::-1]), \
+        f"{task}: query/key/value keep {kept} rows, output.dense {kept} columns"
+    for name, linear in linears.items():
+        assert (linear.out_features, linear.in_features) == tuple(linear.weight.shape), (
+            f"{task}: {name}.out_features, in_features = {(linear.out_features, linear.in_features)} do not "
+            f"match its weight {tuple(linear.weight.shape)} (shrink_linear updates them)")
+        for parameter_name, parameter in linear.named_parameters():
+            assert parameter.requires_grad == (not frozen), (
+                f"{task}: {name}.{parameter_name}.requires_grad must stay {not frozen}")

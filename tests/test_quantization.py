@@ -13,6 +13,8 @@ from torch import nn
 from given.quantized_linear import QuantizedLinear, quantize_model
 from quantization import QUANTIZATION_FORMATS, QuantizedVector
 from quantization import mixed_precision_forward, outlier_columns
+from tests.helpers import run_seed
+from tests.tasks import FORMAT_TASKS
 
 pytestmark = pytest.mark.ex1_quantization
 
@@ -95,6 +97,7 @@ def activations_with_outliers(tokens=16, features=64):
 # QuantizedVector: hand-computed cases
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.task("1.1")
 @pytest.mark.worked_example(twin="test_absmax_quantize_on_any_shape_and_dim")
 @pytest.mark.points(0)
 def test_int8_absmax_rounds_to_nearest():
@@ -108,6 +111,7 @@ def test_int8_absmax_rounds_to_nearest():
     assert float(qv.alpha) == pytest.approx(63.5), f"alpha should be 127 / max|v| = 63.5, got {qv.alpha}"
 
 
+@pytest.mark.task("1.2", uses=("1.1",))
 @pytest.mark.worked_example(twin="test_absmax_dequantize_is_q_over_alpha_on_any_shape")
 @pytest.mark.points(0)
 def test_int8_dequantize_is_q_over_alpha():
@@ -118,6 +122,7 @@ def test_int8_dequantize_is_q_over_alpha():
     torch.testing.assert_close(restored, expected, msg="int8 dequantize must return q / alpha")
 
 
+@pytest.mark.task("1.1")
 @pytest.mark.worked_example(twin="test_absmax_quantize_on_any_shape_and_dim")
 @pytest.mark.points(0)
 def test_int8_keeps_sign_of_largest_negative_value():
@@ -126,6 +131,7 @@ def test_int8_keeps_sign_of_largest_negative_value():
         "for [-4, 1, 2], max|v| = 4 so q = round([-4, 1, 2] * 127 / 4) = [-127, 32, 64]")
 
 
+@pytest.mark.task("1.3")
 @pytest.mark.worked_example(twin="test_fp16_quantize_on_any_shape")
 @pytest.mark.points(0)
 def test_fp16_format():
@@ -138,6 +144,7 @@ def test_fp16_format():
     assert torch.equal(restored, v.half().float())
 
 
+@pytest.mark.task("1.4")
 @pytest.mark.worked_example(twin="test_binary_quantize_on_any_shape_and_dim")
 @pytest.mark.points(0)
 def test_1bit_signs_and_mean_abs_scale():
@@ -150,6 +157,7 @@ def test_1bit_signs_and_mean_abs_scale():
     torch.testing.assert_close(qv.dequantize(), torch.tensor([1.0, -1.0, -1.0, 1.0]))
 
 
+@pytest.mark.task("1.5")
 @pytest.mark.worked_example(twin="test_ternary_quantize_on_any_shape_and_dim")
 @pytest.mark.points(0)
 def test_158bit_absmean_rounds_with_zero_band_of_half_gamma():
@@ -164,6 +172,7 @@ def test_158bit_absmean_rounds_with_zero_band_of_half_gamma():
     torch.testing.assert_close(qv.dequantize(), gamma * torch.tensor([0.0, -1, 1, 1, 0, 0]))
 
 
+@pytest.mark.task(FORMAT_TASKS, param="fmt")
 @pytest.mark.worked_example(twin="test_absmax_quantize_on_any_shape_and_dim")
 @pytest.mark.points(0)
 @pytest.mark.parametrize("fmt", QUANTIZATION_FORMATS)
@@ -181,6 +190,7 @@ def test_all_zero_vector_dequantizes_to_exact_zeros(fmt):
         assert torch.isfinite(torch.as_tensor(qv.alpha)).all(), f"{fmt}: the scale must stay finite"
 
 
+@pytest.mark.task(FORMAT_TASKS, param="fmt")
 @pytest.mark.points(1)
 @pytest.mark.parametrize("fmt", QUANTIZATION_FORMATS)
 def test_input_is_never_modified(fmt):
@@ -199,6 +209,7 @@ def test_input_is_never_modified(fmt):
 # Vector-wise quantization of a matrix
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.task(FORMAT_TASKS, param="fmt")
 @pytest.mark.points(2)
 @pytest.mark.parametrize("fmt", ["int8", "1bit", "1.58bit"])
 @pytest.mark.parametrize("dim", [0, 1])
@@ -225,13 +236,16 @@ def test_vectorwise_equals_per_vector_loop(fmt, dim):
     assert not torch.isnan(together.dequantize()).any()
 
 
+@pytest.mark.task("1.1")
 @pytest.mark.worked_example(twin="test_absmax_quantize_on_any_shape_and_dim")
 @pytest.mark.points(0)
 def test_vectorwise_int8_uses_one_scale_per_row_not_per_tensor():
     matrix = torch.tensor([[0.001, -0.002, 0.0005], [100.0, -50.0, 25.0]])
     quantized = QuantizedVector(matrix, "int8", dim=1)
     assert quantized.get_quantized().tolist() == [[64, -127, 32], [127, -64, 32]], (
-        "each row's largest magnitude maps to 127: [[64, -127, 32], [127, -64, 32]]")
+        "Exercise 1.1 absmax_quantize(dim=1): one alpha per row (127 / 0.002 = 63500 and 127 / 100 = "
+        "1.27), q = round(v * alpha) with halves to even (63.5 -> 64, -63.5 -> -64): expected "
+        f"[[64, -127, 32], [127, -64, 32]], got {quantized.get_quantized().tolist()}")
     restored = quantized.dequantize()
     small_row_error = relative_error(restored[0], matrix[0])
     assert small_row_error < 0.01, (
@@ -243,6 +257,7 @@ def test_vectorwise_int8_uses_one_scale_per_row_not_per_tensor():
 # LLM.int8(): mixed_precision_forward
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.task("1.6")
 @pytest.mark.worked_example(twin="test_outlier_columns_on_any_matrix")
 @pytest.mark.points(0)
 def test_outlier_columns_use_greater_or_equal():
@@ -257,6 +272,7 @@ def test_outlier_columns_use_greater_or_equal():
         "threshold None or 0 disables the decomposition: no outlier columns")
 
 
+@pytest.mark.task("1.8")
 @pytest.mark.points(3)
 @pytest.mark.parametrize("threshold", [1.0, 3.0, 6.0, 20.0, None, 0])
 def test_mixed_precision_matches_llm_int8_reference(threshold):
@@ -272,6 +288,7 @@ def test_mixed_precision_matches_llm_int8_reference(threshold):
         f"a relative error of {error:.2e}")
 
 
+@pytest.mark.task("1.8")
 @pytest.mark.points(2)
 def test_mixed_precision_is_close_to_float_matmul():
     x = activations_with_outliers()
@@ -280,6 +297,7 @@ def test_mixed_precision_is_close_to_float_matmul():
     assert error < 0.01, f"relative error to the float32 matmul is {error:.4f}; LLM.int8() gives < 1%"
 
 
+@pytest.mark.task("1.8")
 @pytest.mark.points(2)
 def test_outlier_decomposition_beats_plain_int8():
     x = torch.randn(32, 64) * 0.5
@@ -294,6 +312,7 @@ def test_outlier_decomposition_beats_plain_int8():
         f"path ({with_decomposition:.4f})")
 
 
+@pytest.mark.task("1.8")
 @pytest.mark.points(1)
 def test_value_exactly_at_threshold_goes_to_fp16():
     x = torch.full((4, 8), 0.01)
@@ -305,6 +324,7 @@ def test_value_exactly_at_threshold_goes_to_fp16():
         f"small values of the other columns survive; relative error {error:.4f}")
 
 
+@pytest.mark.task("1.8")
 @pytest.mark.points(1)
 def test_per_row_scales_protect_small_rows():
     x = torch.randn(2, 64)
@@ -319,6 +339,7 @@ def test_per_row_scales_protect_small_rows():
         f"(a single per-tensor scale would zero it); relative error on row 0 is {error:.3f}")
 
 
+@pytest.mark.task("1.8")
 @pytest.mark.points(2)
 def test_3d_input_and_edge_cases():
     w = torch.randn(64, 32) * 0.1
@@ -349,6 +370,7 @@ def test_3d_input_and_edge_cases():
 # Your code inside a model: QuantizedLinear and quantize_model (given code, on your functions)
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.task({**FORMAT_TASKS, "int8": "1.8"}, param="fmt")
 @pytest.mark.points(1)
 @pytest.mark.parametrize("fmt, tolerance", [("int8", 0.01), ("fp16", 1e-3), ("1.58bit", 0.7), ("1bit", 0.9)])
 def test_quantized_linear_approximates_linear(fmt, tolerance):
@@ -368,6 +390,7 @@ def test_quantized_linear_approximates_linear(fmt, tolerance):
         assert layer.last_outlier_count == 3, "columns 3, 10 and 40 hold the outliers"
 
 
+@pytest.mark.task("1.8")
 @pytest.mark.points(2)
 def test_quantize_model_on_bert(tiny_bert):
     input_ids = torch.randint(0, tiny_bert.config.vocab_size, (2, 12))
@@ -394,9 +417,10 @@ def test_quantize_model_on_bert(tiny_bert):
 # Issue 12: a weight quantized once (QuantizedVector), and your LLM.int8() running inside BERT
 # ---------------------------------------------------------------------------------------------
 
-def reference_llm_int8_quantized_weight(x, w, threshold, division="reciprocal"):
+def reference_llm_int8_quantized_weight(x, w, threshold, division="reciprocal", accumulator=np.int64):
     """LLM.int8() in NumPy with the weight quantized *once*, over all its rows (as a model stores
-    it): int8 absmax per column of w; the outlier rows are its dequantized int8 values in fp16."""
+    it): int8 absmax per column of w; the outlier rows are its dequantized int8 values in fp16.
+    ``accumulator=np.int8`` gives what a product kept in int8 gives: sums that wrap around."""
     x = x.numpy().astype(np.float32)
     w = w.numpy().astype(np.float32)
     sw = absmax_scale(np.abs(w).max(axis=0, keepdims=True), division)
@@ -409,11 +433,12 @@ def reference_llm_int8_quantized_weight(x, w, threshold, division="reciprocal"):
     if xr.shape[1] == 0:  # every column an outlier: no int8 part
         return torch.from_numpy(fp16_part.astype(np.float32))
     sx = absmax_scale(np.abs(xr).max(axis=1, keepdims=True), division)
-    qx = np.clip(np.round(xr * sx), -127, 127).astype(np.int64)
-    int8_part = (qx @ qw[~outliers].astype(np.int64)) / (sx.astype(np.float64) * sw.astype(np.float64))
+    qx = np.clip(np.round(xr * sx), -127, 127).astype(accumulator)
+    int8_part = (qx @ qw[~outliers].astype(accumulator)) / (sx.astype(np.float64) * sw.astype(np.float64))
     return torch.from_numpy((fp16_part + int8_part).astype(np.float32))
 
 
+@pytest.mark.task("1.7")
 @pytest.mark.points(1)
 def test_int8_vectorwise_matmul_takes_a_weight_quantized_once():
     from quantization import int8_vectorwise_matmul
@@ -421,15 +446,18 @@ def test_int8_vectorwise_matmul_takes_a_weight_quantized_once():
     w_q = QuantizedVector(w, "int8", dim=0)
     stored = w_q.quantized_vector.clone()
     out = int8_vectorwise_matmul(x, w_q)
-    assert out.dtype == torch.float32 and out.shape == (9, 12)
+    task = "Exercise 1.7 int8_vectorwise_matmul(x (9, 40), QuantizedVector(w (40, 12), 'int8', dim=0))"
+    assert out.dtype == torch.float32 and out.shape == (9, 12), f"{task}: float32 (9, 12) expected"
+    assert_no_wraparound(out, x, w, task)
     error = relative_error(out, nearest_reference(
         out, lambda division: reference_llm_int8_quantized_weight(x, w, None, division)))
     assert error < 1e-5, (
-        f"with a QuantizedVector(w, 'int8', dim=0) weight, use its int8 values and column scales "
-        f"as they are (quantize only x, per row): relative error {error:.2e} to the reference")
+        f"{task}: use the weight's int8 values and column scales as they are (quantize only x, per "
+        f"row): relative error {error:.2e} to the reference")
     assert torch.equal(w_q.quantized_vector, stored), "the quantized weight must not be modified"
 
 
+@pytest.mark.task("1.8")
 @pytest.mark.points(2)
 @pytest.mark.parametrize("threshold", [6.0, 20.0, None])
 def test_mixed_precision_takes_a_weight_quantized_once(threshold):
@@ -449,6 +477,7 @@ def test_mixed_precision_takes_a_weight_quantized_once(threshold):
     assert relative_error(float_weight.reshape(12, 32), x.reshape(12, 64) @ w) < 0.01
 
 
+@pytest.mark.task("1.8")
 @pytest.mark.points(1)
 def test_mixed_precision_with_a_quantized_weight_edge_cases():
     w = torch.randn(64, 32) * 0.1
@@ -474,6 +503,7 @@ def llm_with_outlier_features(seed=0):
     return model
 
 
+@pytest.mark.task("1.8")
 @pytest.mark.points(2)
 def test_quantized_bert_runs_your_mixed_precision_forward(monkeypatch):
     """A wrong Exercise 1.8 must show in the quantized BERT's output: it is your code that runs."""
@@ -513,6 +543,7 @@ def test_quantized_bert_runs_your_mixed_precision_forward(monkeypatch):
         f"{good_error:.3f} with yours)")
 
 
+@pytest.mark.task("1.8")
 @pytest.mark.points(1)
 def test_quantize_model_can_give_the_tied_decoder_an_int8_copy():
     from tests.helpers import bert_inputs, bert_output, small_bert
@@ -530,7 +561,9 @@ def test_quantize_model_can_give_the_tied_decoder_an_int8_copy():
     assert size - size_untied == extra, (
         f"the size counts the decoder's int8 copy on top of the float embedding: {extra} more "
         f"bytes expected, got {size - size_untied}")
-    assert relative_error(bert_output(model, inputs), reference) < 0.05
+    error = relative_error(bert_output(model, inputs), reference)
+    assert error < 0.05, (f"with the tied decoder in int8 (your mixed_precision_forward), the BERT's logits "
+                          f"must stay within 5% of float32's, got a relative error of {error:.3f}")
     with pytest.raises(TypeError, match="quantize_tied"):
         quantize_model(small_bert(), "int8", quantize_tied="yes")
 
@@ -586,6 +619,7 @@ def assert_scale(scale, expected, dim, shape, task, name):
                                msg=f"{task}: {name} for dim={dim}")
 
 
+@pytest.mark.task("1.1")
 @pytest.mark.points(3)
 @property_test(float_tensors(), st.data())
 def test_absmax_quantize_on_any_shape_and_dim(v, data):
@@ -608,6 +642,7 @@ def test_absmax_quantize_on_any_shape_and_dim(v, data):
         f"{int((q != torch.from_numpy(expected_q)).sum())} of {q.numel()} values differ")
 
 
+@pytest.mark.task("1.1")
 @pytest.mark.points(2)
 @property_test(halfway_tensors())
 def test_absmax_quantize_rounds_halves_to_even(v):
@@ -622,6 +657,7 @@ def test_absmax_quantize_rounds_halves_to_even(v):
         f"round-half-away-from-zero differ from it)")
 
 
+@pytest.mark.task("1.2")
 @pytest.mark.points(2)
 @property_test(float_tensors(), st.data())
 def test_absmax_dequantize_is_q_over_alpha_on_any_shape(v, data):
@@ -637,6 +673,7 @@ def test_absmax_dequantize_is_q_over_alpha_on_any_shape(v, data):
     torch.testing.assert_close(restored, expected, rtol=1e-6, atol=0, msg=f"{task}: q / alpha")
 
 
+@pytest.mark.task("1.3")
 @pytest.mark.points(1)
 @property_test(float_tensors(max_magnitude=6e4))
 def test_fp16_quantize_on_any_shape(v):
@@ -650,6 +687,7 @@ def test_fp16_quantize_on_any_shape(v):
     assert torch.equal(half, expected), "Exercise 1.3 fp16_quantize: each value rounded to the nearest fp16"
 
 
+@pytest.mark.task("1.4")
 @pytest.mark.points(2)
 @property_test(float_tensors(), st.data())
 def test_binary_quantize_on_any_shape_and_dim(v, data):
@@ -677,6 +715,7 @@ def ternary_allowed(v, gamma):
     return torch.from_numpy(np.clip(low, -1, 1)), torch.from_numpy(np.clip(high, -1, 1))
 
 
+@pytest.mark.task("1.5")
 @pytest.mark.points(2)
 @property_test(float_tensors(), st.data())
 def test_ternary_quantize_on_any_shape_and_dim(v, data):
@@ -697,6 +736,7 @@ def test_ternary_quantize_on_any_shape_and_dim(v, data):
         f"differ, e.g. v = {float(v[~ok][0])} gave {int(q[~ok][0])}")
 
 
+@pytest.mark.task("1.5")
 @pytest.mark.points(2)
 @property_test(st.permutations([0.5, -0.5, 1.5, -1.5, 1.0, -1.0]), st.integers(-26, 30))
 def test_ternary_quantize_rounds_halves_to_even(values, exponent):
@@ -713,6 +753,7 @@ def test_ternary_quantize_rounds_halves_to_even(values, exponent):
         f"{expected.to(torch.int8).tolist()}, got {q.tolist()}")
 
 
+@pytest.mark.task("1.5")
 @pytest.mark.points(2)
 @property_test(st.permutations([0.5, -0.5, 1.5, -1.5, 1.0, -1.0]), st.integers(-90, -30))
 def test_ternary_quantize_of_a_tiny_vector_divides_by_the_epsilon(values, exponent):
@@ -725,6 +766,23 @@ def test_ternary_quantize_of_a_tiny_vector_divides_by_the_epsilon(values, expone
         f"Exercise 1.5 ternary_quantize: for v = {values} * 2^{exponent}, gamma = {2.0 ** exponent:.3g} "
         f"is below BITNET_EPS = 1e-8, so v / max(gamma, 1e-8) is tiny and every q is 0; got "
         f"{q.tolist()} (divide by max(gamma, BITNET_EPS), not by gamma)")
+
+
+@pytest.mark.task("1.5")
+@pytest.mark.points(1)
+@property_test(float_tensors(max_magnitude=8), st.integers(-34, -22))
+def test_ternary_quantize_near_the_epsilon_divides_by_the_larger_of_the_two(v, exponent):
+    """gamma from 1e-10 to 1e-5: near BITNET_EPS, where max(gamma, eps) and gamma + eps differ."""
+    from quantization import ternary_quantize
+    v = v * 2.0 ** exponent
+    q, gamma = ternary_quantize(v)
+    expected_gamma = numpy_mean_abs(v, None)
+    low, high = ternary_allowed(v, expected_gamma)
+    ok = (q.double() >= low) & (q.double() <= high)
+    assert bool(ok.all()), (
+        f"Exercise 1.5 ternary_quantize(v of shape {tuple(v.shape)}, gamma = {float(expected_gamma):.3g}): "
+        f"q = clip(round(v / max(gamma, BITNET_EPS)), -1, 1), the larger of the two (not their sum); "
+        f"{int((~ok).sum())} values differ, e.g. v = {float(v[~ok][0]):.4g} gave {int(q[~ok][0])}")
 
 
 def outlier_inputs():
@@ -751,6 +809,7 @@ def numpy_outliers(x, threshold):
     return (np.abs(x) >= threshold).any(axis=0)
 
 
+@pytest.mark.task("1.6")
 @pytest.mark.points(2)
 @property_test(outlier_inputs())
 def test_outlier_columns_on_any_matrix(x_and_threshold):
@@ -765,6 +824,25 @@ def test_outlier_columns_on_any_matrix(x_and_threshold):
         f"none); expected {expected.tolist()}, got {found.tolist()}")
 
 
+@pytest.mark.task("1.6")
+@pytest.mark.points(1)
+@property_test(st.integers(1, 8), st.integers(1, 6), st.sampled_from([0.5, 1.0, 6.0, 20.0, 100.0]), st.data())
+def test_outlier_columns_compare_x_itself_with_the_threshold(tokens, features, threshold, data):
+    """Values one float32 ulp below or above the threshold (fp16 would round them onto it)."""
+    below = float(np.nextafter(np.float32(threshold), np.float32(0)))
+    above = float(np.nextafter(np.float32(threshold), np.float32(np.inf)))
+    x = data.draw(float_tensors(shape=(tokens, features), max_magnitude=threshold / 2), label="x")
+    for column in range(features):
+        row = data.draw(st.integers(0, tokens - 1))
+        x[row, column] = data.draw(st.sampled_from([below, -below, above, -above, threshold]))
+    found = outlier_columns(x.clone(), threshold)
+    expected = torch.from_numpy(numpy_outliers(x, threshold))
+    assert isinstance(found, torch.Tensor) and torch.equal(found, expected), (
+        f"Exercise 1.6 outlier_columns(x of shape {tuple(x.shape)}, threshold={threshold}): compare x as "
+        f"it is (float32), not a rounded copy: {below!r} is below the threshold, {above!r} above it; "
+        f"expected {expected.tolist()}, got {getattr(found, 'tolist', lambda: found)()}")
+
+
 @st.composite
 def matmul_operands(draw, max_tokens=6):
     """``(x, w)``: x (tokens, k), w (k, out), with zeros, ties and halves; sometimes a zero column."""
@@ -772,6 +850,16 @@ def matmul_operands(draw, max_tokens=6):
     x = draw(float_tensors(shape=(draw(st.integers(1, max_tokens)), k), max_magnitude=20))
     w = draw(float_tensors(shape=(k, out), max_magnitude=3))
     return x, w
+
+
+def assert_no_wraparound(out, x, w, task):
+    """A product that equals int8 @ int8's (kept in int8: its sums wrap around) fails, saying so."""
+    wrapped = reference_llm_int8_quantized_weight(x, w, None, accumulator=np.int8)
+    exact = reference_llm_int8_quantized_weight(x, w, None)
+    if isinstance(out, torch.Tensor) and out.shape == exact.shape and not torch.allclose(out, exact, rtol=1e-4) \
+            and torch.allclose(out, wrapped, rtol=1e-4, atol=1e-6):
+        pytest.fail(f"{task}: the integer products wrapped around: int8 @ int8 keeps its sums in int8 "
+                    "(127 * 127 overflows it); multiply with int8_matmul_int32, exact in int32", pytrace=False)
 
 
 def assert_product_close(out, expected, task, what):
@@ -783,6 +871,7 @@ def assert_product_close(out, expected, task, what):
                                msg=f"{task}: {what}")
 
 
+@pytest.mark.task("1.7")
 @pytest.mark.points(3)
 @property_test(matmul_operands(), st.booleans())
 def test_int8_vectorwise_matmul_on_any_operands(operands, quantized_once):
@@ -794,6 +883,7 @@ def test_int8_vectorwise_matmul_on_any_operands(operands, quantized_once):
     task = (f"Exercise 1.7 int8_vectorwise_matmul(x {tuple(x.shape)}, w {tuple(w.shape)}"
             f"{' as QuantizedVector(w, int8, dim=0)' if quantized_once else ''})")
     assert torch.equal(x, x_before) and torch.equal(w, w_before), f"{task}: an input was modified"
+    assert_no_wraparound(out, x, w, task)
     expected = nearest_reference(out, lambda division: reference_llm_int8_quantized_weight(
         x, w, None, division))  # no outliers: all of it in int8
     assert_product_close(out, expected, task,
@@ -801,12 +891,39 @@ def test_int8_vectorwise_matmul_on_any_operands(operands, quantized_once):
                          "(int8_matmul_int32: int8 @ int8 wraps around), then / (alpha_x * alpha_w)")
 
 
+@pytest.mark.task("1.7")
+@pytest.mark.points(1)
+@pytest.mark.parametrize("quantized_once", [False, True])
+def test_int8_vectorwise_matmul_multiplies_the_int8_values(monkeypatch, quantized_once):
+    """Step 2: the product is int8_matmul_int32 of the two int8 matrices (not a float matmul of the
+    dequantized operands, which is what int8 inference avoids)."""
+    import quantization
+    generator = torch.Generator().manual_seed(run_seed())
+    x, w = torch.randn(5, 7, generator=generator) * 4, torch.randn(7, 3, generator=generator)
+    calls = []
+    given_product = quantization.int8_matmul_int32
+
+    def recording(a, b):
+        calls.append((a.dtype, b.dtype, tuple(a.shape), tuple(b.shape)))
+        return given_product(a, b)
+
+    monkeypatch.setattr(quantization, "int8_matmul_int32", recording)  # the name your module calls
+    weight = QuantizedVector(w, "int8", dim=0) if quantized_once else w
+    out = quantization.int8_vectorwise_matmul(x, weight)
+    task = "Exercise 1.7 int8_vectorwise_matmul(x (5, 7), w (7, 3))"
+    assert calls == [(torch.int8, torch.int8, (5, 7), (7, 3))], (
+        f"{task}: multiply the int8 matrices once with int8_matmul_int32 (step 2), then dequantize "
+        f"the int32 result; calls seen: {calls}")
+    expected = nearest_reference(out, lambda division: reference_llm_int8_quantized_weight(x, w, None, division))
+    assert_product_close(out, expected, task, "int8 product, then / (alpha_x * alpha_w)")
+
+
 @st.composite
 def mixed_precision_operands(draw):
     """``(x, w, threshold)``: x of 1 to 4 dims (a zero-length leading dim sometimes), with outliers."""
     k, out = draw(st.integers(1, 9)), draw(st.integers(1, 6))
-    leading = draw(st.sampled_from([(), (1,), (3,), (2, 3), (0,), (2, 0), (1, 2, 2)]))
-    if not leading:
+    leading = draw(st.sampled_from([(), (), (1,), (3,), (2, 3), (0,), (2, 0), (1, 2, 2)]))
+    if not leading and draw(st.booleans()):  # else a 1-D input (in,): one token, no leading dim
         leading = (draw(st.integers(1, 5)),)
     tokens = int(np.prod(leading))
     flat = draw(float_tensors(shape=(max(tokens, 1), k), max_magnitude=40))[:tokens]
@@ -823,6 +940,7 @@ def mixed_precision_operands(draw):
     return x.to(dtype), w, threshold
 
 
+@pytest.mark.task("1.8")
 @pytest.mark.points(3)
 @property_test(mixed_precision_operands(), st.booleans())
 def test_mixed_precision_forward_on_any_operands(operands, quantized_once):
@@ -846,6 +964,7 @@ def test_mixed_precision_forward_on_any_operands(operands, quantized_once):
                          "rest, the leading dimensions restored")
 
 
+@pytest.mark.task("1.8")
 @pytest.mark.points(1)
 @pytest.mark.parametrize("bias", [True, False])
 def test_quantized_linear_with_and_without_bias(bias):

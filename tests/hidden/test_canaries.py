@@ -20,6 +20,7 @@ def _call_quietly(function, *args):
         pass
 
 
+@pytest.mark.task("1.1")
 @pytest.mark.ex1_quantization
 def test_canary_quantization_assert():
     from quantization import absmax_quantize
@@ -27,6 +28,7 @@ def test_canary_quantization_assert():
     assert 127 == 128, "canary: this must fail"
 
 
+@pytest.mark.task("1.3")
 @pytest.mark.ex1_quantization
 def test_canary_quantization_torch_equal():
     from quantization import fp16_quantize
@@ -34,6 +36,7 @@ def test_canary_quantization_torch_equal():
     assert torch.equal(torch.ones(3), torch.zeros(3)), "canary: this must fail"
 
 
+@pytest.mark.task("2.1")
 @pytest.mark.ex2_pruning
 def test_canary_pruning_raises():
     from pruning import magnitude_mask
@@ -41,11 +44,13 @@ def test_canary_pruning_raises():
     raise AssertionError("canary: this must fail")
 
 
+@pytest.mark.task("2.1")
 @pytest.mark.ex2_pruning
 def test_canary_pruning_assert_close():
     torch.testing.assert_close(torch.zeros(2), torch.ones(2), msg="canary: this must fail")
 
 
+@pytest.mark.task("3.1")
 @pytest.mark.ex3_distillation
 def test_canary_distillation_assert():
     from distillation import compute_distillation_loss
@@ -53,6 +58,7 @@ def test_canary_distillation_assert():
     assert 0.0 == 1.0, "canary: this must fail"
 
 
+@pytest.mark.task("3.1")
 @pytest.mark.ex3_distillation
 def test_canary_distillation_assert_close():
     torch.testing.assert_close(torch.zeros(2), torch.ones(2), msg="canary: this must fail")

@@ -21,6 +21,7 @@ def _distinct_weights(fresh, shape):
     return (magnitudes * signs).reshape(shape)
 
 
+@pytest.mark.task("1.1")
 @pytest.mark.ex1_quantization
 @pytest.mark.points(2)
 @pytest.mark.parametrize("dim", [None, 0, 1])
@@ -40,6 +41,7 @@ def test_absmax_on_fresh_inputs(fresh, dim):
     assert q.abs().amax() == 127, f"the largest |v| maps to 127 (seed {fresh.seed})"
 
 
+@pytest.mark.task("1.3")
 @pytest.mark.ex1_quantization
 @pytest.mark.points(1)
 def test_fp16_on_fresh_inputs(fresh):
@@ -48,6 +50,7 @@ def test_fp16_on_fresh_inputs(fresh):
     assert torch.equal(fp16_quantize(v.clone()), v.to(torch.float16)), f"seed {fresh.seed}"
 
 
+@pytest.mark.task("2.1")
 @pytest.mark.ex2_pruning
 @pytest.mark.points(2)
 def test_magnitude_mask_on_fresh_inputs(fresh):
@@ -63,6 +66,7 @@ def test_magnitude_mask_on_fresh_inputs(fresh):
             f"the smallest |w| are pruned (seed {fresh.seed})"
 
 
+@pytest.mark.task("2.4")
 @pytest.mark.ex2_pruning
 @pytest.mark.points(1)
 def test_nm_mask_on_fresh_inputs(fresh):
@@ -75,6 +79,7 @@ def test_nm_mask_on_fresh_inputs(fresh):
     assert torch.equal(mask, expected), f"keep the 2 largest |w| of every 4 (seed {fresh.seed})"
 
 
+@pytest.mark.task("3.1")
 @pytest.mark.ex3_distillation
 @pytest.mark.points(2)
 @pytest.mark.parametrize("masked", [False, True])
@@ -95,3 +100,22 @@ def test_distillation_loss_on_fresh_inputs(fresh, masked):
     torch.testing.assert_close(torch.as_tensor(loss, dtype=torch.float32), expected, rtol=1e-4, atol=1e-5,
                                msg=f"T^2 KL(teacher || student), mean over counted tokens "
                                    f"(seed {fresh.seed})")
+
+
+@pytest.mark.task("3.1")
+@pytest.mark.ex3_distillation
+@pytest.mark.points(1)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_distillation_loss_of_low_precision_logits_on_fresh_inputs(fresh, dtype):
+    from distillation import compute_distillation_loss
+    batch, length, classes = _randint(fresh, 1, 5), _randint(fresh, 2, 7), _randint(fresh, 20, 60)
+    student = (torch.randn(batch, length, classes, generator=fresh.generator) * 3).to(dtype)
+    teacher = (torch.randn(batch, length, classes, generator=fresh.generator) * 3).to(dtype)
+    temperature = float(_randint(fresh, 1, 5))
+    loss = compute_distillation_loss(student.clone(), teacher.clone(), temperature)
+    log_p_teacher = F.log_softmax(teacher.double() / temperature, dim=-1)
+    log_p_student = F.log_softmax(student.double() / temperature, dim=-1)
+    expected = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1).mean() * temperature ** 2
+    assert loss.dtype == torch.float32, f"a float32 scalar for {dtype} logits (seed {fresh.seed})"
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-4, atol=1e-6,
+                               msg=f"{dtype} logits: softmax and KL in float32, upcast first (seed {fresh.seed})")

@@ -15,6 +15,7 @@ def _randint(fresh, low, high):
     return int(torch.randint(low, high, (1,), generator=fresh.generator))
 
 
+@pytest.mark.task("1.9")
 @pytest.mark.ex1_quantization
 @pytest.mark.points(2)
 def test_groupwise_on_fresh_inputs(fresh):
@@ -40,6 +41,59 @@ def test_groupwise_on_fresh_inputs(fresh):
     assert ((restored - v).abs() <= step * 0.5 * (1 + 1e-4) + 1e-30).all(), f"round trip within half a step: {context}"
 
 
+@pytest.mark.task("1.9")
+@pytest.mark.ex1_quantization
+@pytest.mark.points(1)
+def test_groupwise_exact_halves_and_dtypes_on_fresh_inputs(fresh):
+    """Groups holding +-qmax * 2^e (alpha = 2^-e exactly) and (k + 0.5) * 2^e: exact ties, to even;
+    a float64 v and a float64 alpha still give float32."""
+    from quantization import groupwise_dequantize, groupwise_quantize
+    bits, group_size = _randint(fresh, 2, 9), _randint(fresh, 2, 10)
+    groups, rows = _randint(fresh, 1, 4), _randint(fresh, 1, 4)
+    qmax = 2 ** (bits - 1) - 1
+    halves = torch.randint(-qmax, qmax, (rows, groups, group_size), generator=fresh.generator).double() + 0.5
+    halves[..., 0] = qmax
+    scales = 2.0 ** torch.randint(-10, 11, (rows, groups, 1), generator=fresh.generator).double()
+    order = torch.argsort(torch.rand(rows, groups, group_size, generator=fresh.generator), dim=-1)
+    v = (halves.gather(-1, order) * scales).reshape(rows, groups * group_size)
+    context = f"bits={bits}, group_size={group_size}, shape {tuple(v.shape)} (seed {fresh.seed})"
+    for dtype in (torch.float32, torch.float64):
+        q, alpha = groupwise_quantize(v.to(dtype), bits=bits, group_size=group_size)
+        assert alpha.dtype == torch.float32, f"alpha float32 for a {dtype} v: {context}"
+        assert torch.equal(alpha, (1 / scales.squeeze(-1)).float()), f"alpha = qmax / max|group|: {context}"
+        expected = torch.round(halves.gather(-1, order)).reshape(rows, -1)  # halves to even
+        assert torch.equal(q.double(), expected), f"exact halves round to even: {context}"
+        restored = groupwise_dequantize(q, alpha.double())
+        assert restored.dtype == torch.float32, f"groupwise_dequantize returns float32 for a float64 alpha: {context}"
+
+
+@pytest.mark.task("1.10")
+@pytest.mark.ex1_quantization
+@pytest.mark.points(1)
+def test_kmeans_tie_and_dtype_on_fresh_inputs(fresh):
+    """v = a, (a + b) / 2, b (exact in float): the middle value is half-way between the starting
+    centroids and goes to the lower index; a float64 v gives a float32 codebook."""
+    from quantization import kmeans_quantize
+    scale = 2.0 ** _randint(fresh, -8, 9)
+    low = 2 * _randint(fresh, -30, 30)
+    high = low + 4 * _randint(fresh, 1, 30)
+    values = torch.tensor([low, (low + high) // 2, high] + [high] * _randint(fresh, 0, 3), dtype=torch.float64) * scale
+    v = values[torch.randperm(len(values), generator=fresh.generator)]
+    iterations = _randint(fresh, 0, 4)
+    expected = torch.tensor([low, high], dtype=torch.float64) * scale
+    for _ in range(iterations):  # Lloyd, the lower index on a tie
+        nearest = (v[:, None] - expected[None, :]).abs().argmin(dim=1)
+        expected = torch.stack([v[nearest == c].mean() for c in range(2)])
+    nearest = (v[:, None] - expected[None, :]).abs().argmin(dim=1)
+    for dtype in (torch.float32, torch.float64):
+        codebook, indices = kmeans_quantize(v.to(dtype), bits=1, iterations=iterations)
+        context = f"v = {v.tolist()}, iterations={iterations}, {dtype} (seed {fresh.seed})"
+        assert codebook.dtype == torch.float32, f"a float32 codebook: {context}"
+        assert codebook.tolist() == expected.tolist() and indices.tolist() == nearest.tolist(), \
+            f"half-way goes to the lower index: {context}"
+
+
+@pytest.mark.task("1.10")
 @pytest.mark.ex1_quantization
 @pytest.mark.points(2)
 def test_kmeans_on_fresh_inputs(fresh):
@@ -69,6 +123,7 @@ def test_kmeans_on_fresh_inputs(fresh):
                                rtol=0, atol=0, msg=f"deterministic: {context}")
 
 
+@pytest.mark.task("2.7")
 @pytest.mark.ex2_pruning
 @pytest.mark.points(2)
 @pytest.mark.usefixtures("one_thread")
@@ -110,7 +165,11 @@ def test_masked_finetune_on_fresh_inputs(fresh):
     steps = _randint(fresh, 5, 15)
     for step in range(steps):
         inputs, labels = batch()
+        if step == 0:
+            model.eval()  # as after an evaluation: step 1 of the contract puts it in training mode
         loss = masked_finetune_step(model, masks, inputs, labels, optimizer)
+        assert all(module.training for module in model.modules()), \
+            f"step {step}: the model must be left in training mode (seed {fresh.seed})"
         reference.train()
         reference_optimizer.zero_grad()
         logits = reference(**inputs).logits

@@ -43,6 +43,7 @@ class WrongImplementation:
     what: str   # the mistake, in one sentence
     old: str    # lines of the reference solution (each must occur exactly once in its file)
     new: str    # what the wrong implementation has instead
+    # (a mistake in two places: old and new are tuples of the same length, one pair per place)
 
     @property
     def exercise(self):
@@ -73,6 +74,10 @@ WRONG_IMPLEMENTATIONS = (
       "q = torch.round(v / gamma.clamp_min(BITNET_EPS))", "q = torch.floor(v / gamma.clamp_min(BITNET_EPS) + 0.5)"),
     W("1.6", "boundary", "uses > instead of >=", "return x.abs().amax(dim=0) >= threshold",
       "return x.abs().amax(dim=0) > threshold"),
+    W("1.5", "degenerate", "divides by gamma + BITNET_EPS instead of max(gamma, BITNET_EPS)",
+      "q = torch.round(v / gamma.clamp_min(BITNET_EPS))", "q = torch.round(v / (gamma + BITNET_EPS))"),
+    W("1.6", "boundary", "compares the fp16 copy of x with the threshold (as LLM.int8() sees fp16 activations)",
+      "return x.abs().amax(dim=0) >= threshold", "return x.half().abs().amax(dim=0) >= threshold"),
     W("1.6", "degenerate", "disables the decomposition for None only (threshold 0 makes every column an outlier)",
       "    if not threshold:\n        return torch.zeros(x.shape[1]",
       "    if threshold is None:\n        return torch.zeros(x.shape[1]"),
@@ -81,6 +86,13 @@ WRONG_IMPLEMENTATIONS = (
       "accumulated = x_q.quantized_vector @ w_q.quantized_vector"),
     W("1.7", "common", "one scale for the whole of x instead of one per row",
       'x_q = QuantizedVector(x, "int8", dim=1)', 'x_q = QuantizedVector(x, "int8")'),
+    W("1.7", "common", "dequantizes both operands and multiplies in float32 (no int8 product, no int32 accumulation)",
+      "    accumulated = int8_matmul_int32(x_q.quantized_vector, w_q.quantized_vector)\n"
+      "    result = accumulated.to(torch.float32)\n"
+      "    return result.div_(x_q.alpha).div_(w_q.alpha)",
+      "    return x_q.dequantize() @ w_q.dequantize()"),
+    W("1.8", "shapes", "flattens with input.flatten(0, -2): a 1-D input (in,) raises",
+      "x = input.reshape(-1, in_features).to(torch.float32)", "x = input.flatten(0, -2).to(torch.float32)"),
     W("1.8", "degenerate", "forgets the zero-token case",
       "    if x.shape[0] == 0:\n        return torch.zeros(*leading, out_features, dtype=torch.float32, device=x.device)\n",
       ""),
@@ -90,6 +102,24 @@ WRONG_IMPLEMENTATIONS = (
     W("1.8", "shapes", "restores the leading dimensions of a 3-D input only",
       "return result.reshape(*leading, out_features)",
       "return result.reshape(input.shape[0], -1, out_features) if input.dim() == 3 else result"),
+    W("1.9", "boundary", "rounds halves up (floor(x + 0.5)), not torch.round (halves to even)",
+      "q = torch.round(groups * alpha).clamp(-qmax, qmax)", "q = torch.floor(groups * alpha + 0.5).clamp(-qmax, qmax)"),
+    W("1.9", "dtypes", "computes in v's dtype: a float64 v gives float64 alpha (fp16 v: inf alpha on a zero group)",
+      "groups = v.to(torch.float32).reshape(rows, columns // group_size, group_size)",
+      "groups = v.reshape(rows, columns // group_size, group_size)"),
+    W("1.9", "dtypes", "groupwise_dequantize divides by alpha in alpha's dtype: float64 alpha gives float64",
+      "return (grouped / alpha.to(torch.float32).unsqueeze(-1)).reshape(rows, columns)",
+      "return (grouped / alpha.unsqueeze(-1)).reshape(rows, columns)"),
+    W("1.10", "boundary", "assigns with bucketize(right=True) on the midpoints: a value exactly half-way goes to "
+      "the HIGHER index",
+      ("        assignment = nearest_centroid(values, codebook)\n",
+       "    return codebook, nearest_centroid(values, codebook).to(torch.uint8).reshape(v.shape)"),
+      ("        assignment = torch.bucketize(values, (codebook[1:] + codebook[:-1]) / 2, right=True)\n",
+       "    return codebook, torch.bucketize(values, (codebook[1:] + codebook[:-1]) / 2, right=True)"
+       ".to(torch.uint8).reshape(v.shape)")),
+    W("1.10", "dtypes", "works in v's dtype: a float64 v gives a float64 codebook",
+      ("values = v.detach().reshape(-1).to(torch.float32)", "dtype=torch.float32, device=values.device)"),
+      ("values = v.detach().reshape(-1)", "dtype=values.dtype, device=values.device)")),
     # Exercise 2: pruning.py
     W("2.1", "boundary", "prunes every |w| <= the k-th smallest (a threshold: ties at it all go)",
       "    smallest = torch.topk(weight.detach().abs().flatten(), k=count, largest=False).indices\n"
@@ -125,6 +155,22 @@ WRONG_IMPLEMENTATIONS = (
       "        linear.weight = nn.Parameter(linear.weight.index_select(dim, keep).clone(),\n"
       "                                     requires_grad=linear.weight.requires_grad)",
       "        linear.weight = nn.Parameter(linear.weight.index_select(dim, keep).clone())"),
+    W("2.5", "side effects", "gives the new bias the weight's requires_grad (copy-paste)",
+      "                                       requires_grad=linear.bias.requires_grad)",
+      "                                       requires_grad=linear.weight.requires_grad)"),
+    W("2.6", "side effects", "slices q/k/v/output.dense by hand (new Parameters) without shrink_linear: "
+      "out_features/in_features stay stale, frozen weights become trainable",
+      "    for projection in (self_attention.query, self_attention.key, self_attention.value):\n"
+      "        shrink_linear(projection, keep, dim=0)\n"
+      "    shrink_linear(attention.output.dense, keep, dim=1)\n",
+      "    for projection in (self_attention.query, self_attention.key, self_attention.value):\n"
+      "        projection.weight = nn.Parameter(projection.weight.detach()[keep].clone())\n"
+      "        projection.bias = nn.Parameter(projection.bias.detach()[keep].clone())\n"
+      "    dense = attention.output.dense\n"
+      "    dense.weight = nn.Parameter(dense.weight.detach()[:, keep].clone())\n"),
+    W("2.7", "side effects", "never calls model.train() (a model in eval mode stays in eval mode)",
+      "    model.train()\n    optimizer.zero_grad()\n    loss = model(**inputs, labels=labels).loss",
+      "    optimizer.zero_grad()\n    loss = model(**inputs, labels=labels).loss"),
     W("2.6", "boundary", "reads the hint's inclusive range as range(h*size, (h+1)*size - 1)",
       "removed_rows = [h * head_size + i for h in heads for i in range(head_size)]",
       "removed_rows = [h * head_size + i for h in heads for i in range(head_size - 1)]"),
@@ -137,6 +183,14 @@ WRONG_IMPLEMENTATIONS = (
       "    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)",
       "log_p_teacher = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)\n"
       "    log_p_student = F.log_softmax(student_logits / temperature, dim=-1)"),
+    W("3.1", "dtypes", "computes the KL in the logits' own dtype (bf16/fp16 logits: bf16 softmax) and casts the "
+      "result to float32",
+      ("log_p_teacher = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)\n"
+       "    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)",
+       "    return kl_per_position.mean() * temperature**2"),
+      ("log_p_teacher = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)\n"
+       "    log_p_student = F.log_softmax(student_logits / temperature, dim=-1)",
+       "    return (kl_per_position.mean() * temperature**2).float()")),
     W("3.1", "side effects", "lets the gradient flow into the teacher's logits (no detach)",
       "F.log_softmax(teacher_logits.detach().float() / temperature", "F.log_softmax(teacher_logits.float() / temperature"),
     W("3.1", "common", "multiplies by T instead of T**2", "    return kl_per_position.mean() * temperature**2",
@@ -145,6 +199,12 @@ WRONG_IMPLEMENTATIONS = (
       "    optimizer.zero_grad()\n    loss.backward()", "    loss.backward()"),
     W("3.2", "side effects", "returns the loss as a tensor, not a Python float", "    return loss.item()",
       "    return loss.detach()"),
+    W("3.2", "degenerate", "uses F.cross_entropy directly: NaN when no position of the batch is labelled",
+      "    loss_ce = cross_entropy_loss(student_logits, labels)",
+      "    loss_ce = F.cross_entropy(student_logits.flatten(0, -2), labels.flatten(), ignore_index=-100)"),
+    W("3.3", "boundary", "np.linspace(0, L-1, k) then floor(x + 0.5): float error turns some exact halves into x.4999",
+      "    return [(2 * i * spans + gaps) // (2 * gaps) for i in range(num_student_layers)]",
+      "    import numpy as np\n    return [int(x) for x in np.floor(np.linspace(0, spans, num_student_layers) + 0.5)]"),
     W("3.3", "boundary", "uses Python's round, which sends halves to even",
       "    return [(2 * i * spans + gaps) // (2 * gaps) for i in range(num_student_layers)]",
       "    return [round(i * spans / gaps) for i in range(num_student_layers)]"),
@@ -159,6 +219,15 @@ WRONG_IMPLEMENTATIONS = (
       "    for student_layer, teacher_index in zip(student.bert.encoder.layer, layer_ids):\n"
       "        student_layer.load_state_dict(teacher.bert.encoder.layer[teacher_index].state_dict())\n"
       "    student.cls.load_state_dict(teacher.cls.state_dict())\n", ""),
+    W("3.4", "side effects", "deep-copies the whole teacher and keeps the chosen layers (a frozen teacher gives a "
+      "frozen student)",
+      "    student.bert.embeddings.load_state_dict(teacher.bert.embeddings.state_dict())\n"
+      "    for student_layer, teacher_index in zip(student.bert.encoder.layer, layer_ids):\n"
+      "        student_layer.load_state_dict(teacher.bert.encoder.layer[teacher_index].state_dict())\n"
+      "    student.cls.load_state_dict(teacher.cls.state_dict())\n",
+      "    import copy\n    student = copy.deepcopy(teacher)\n"
+      "    student.bert.encoder.layer = torch.nn.ModuleList([student.bert.encoder.layer[i] for i in layer_ids])\n"
+      "    student.config.num_hidden_layers = num_layers\n"),
 )
 
 
@@ -166,10 +235,13 @@ def apply(wrong, source_root=ROOT):
     """The exercise file of ``wrong.task`` with its mistake in, as text."""
     path = Path(source_root) / wrong.exercise.deliverable
     text = path.read_text()
-    if text.count(wrong.old) != 1:
-        raise ValueError(f"{wrong.task} ({wrong.what}): the lines it replaces occur "
-                         f"{text.count(wrong.old)} times in {path.name}, not once: update the catalogue")
-    return text.replace(wrong.old, wrong.new)
+    pairs = zip(wrong.old, wrong.new) if isinstance(wrong.old, tuple) else [(wrong.old, wrong.new)]
+    for old, new in pairs:
+        if text.count(old) != 1:
+            raise ValueError(f"{wrong.task} ({wrong.what}): the lines it replaces occur "
+                             f"{text.count(old)} times in {path.name}, not once: update the catalogue")
+        text = text.replace(old, new)
+    return text
 
 
 def graded_test_files(exercise, root=ROOT):
