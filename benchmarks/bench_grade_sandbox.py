@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import grade  # noqa: E402
+from given.manifest import DELIVERABLE_OF  # noqa: E402
 
 
 def grading_seconds(submission, calibration, options, kind):
@@ -35,7 +36,7 @@ def grading_seconds(submission, calibration, options, kind):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--submissions", type=int, default=20)
-    parser.add_argument("--exercise", default="ex1_quantization", choices=sorted(grade.EXERCISES))
+    parser.add_argument("--exercise", default="ex1_quantization", choices=sorted(DELIVERABLE_OF))
     parser.add_argument("--per-test-timeout", type=float, default=120.0,
                         help="generous: a timeout on a busy machine would end the benchmark")
     args = parser.parse_args(argv)
@@ -49,7 +50,7 @@ def main(argv=None):
         calibration = grade.Calibration(options, Path(tmp))
         calibration.expected = [t for t in calibration.expected if t["exercise"] == args.exercise]
         calibration.exercises = [args.exercise]
-        deliverable = grade.EXERCISES[args.exercise]
+        deliverable = DELIVERABLE_OF[args.exercise]
         seconds = {"bwrap": [], "none": []}
         for i in range(args.submissions):
             submission = Path(tmp) / f"submission_{i:02d}"

@@ -74,7 +74,6 @@ try:  # instructor-only (not in the student release): Canvas / Moodle imports, f
 except ImportError:
     lms_exports = None
 
-EXERCISES = DELIVERABLE_OF  # exercise marker -> the file it grades
 NOT_COPIED = (".git", *BUILD_OUTPUTS)
 HIDDEN_TESTS = "tests/hidden/"
 GiB, MiB = 2 ** 30, 2 ** 20
@@ -580,7 +579,7 @@ def collect_tests(tree, options):
     """The tests of ``tree`` with an exercise marker: a list of ``{nodeid, exercise, points,
     file, canary, twin}``, in pytest's order."""
     run = run_pytest(["--collect-only", *options.pytest_args], tree, options, mode="collect")
-    tests = [t for t in run.records if t.get("exercise") in EXERCISES]
+    tests = [t for t in run.records if t.get("exercise") in DELIVERABLE_OF]
     if run.code not in (0, 5) or not tests:
         raise SystemExit(f"could not collect the instructor tests in {tree} ({run.ended}, exit code "
                          f"{run.code}):\n{run.output}")
@@ -950,7 +949,7 @@ def grade_submission(submission, calibration, options):
     start = time.monotonic()
     try:
         contents, problems = read_deliverables(Path(submission))
-        missing = {e: problems[f] for e, f in EXERCISES.items() if f in problems}
+        missing = {e: problems[f] for e, f in DELIVERABLE_OF.items() if f in problems}
         rows, notes = grade_tree(calibration.stub_tree, contents, calibration.expected, options,
                                  missing, calibration.stub_digests, calibration.canaries,
                                  calibration.known)
@@ -1186,7 +1185,7 @@ def build_parser():
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--self", dest="self_mode", action="store_true",
                         help="grade this tree as it is (GitHub Classroom), without calibration")
-    parser.add_argument("--exercise", choices=sorted(EXERCISES),
+    parser.add_argument("--exercise", choices=sorted(DELIVERABLE_OF),
                         help="with --self: the one exercise to grade")
     parser.add_argument("--max-score", type=float,
                         help="with --self: the exercise's maximum in the Classroom report")

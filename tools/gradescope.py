@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import grade  # noqa: E402
 from feedback import exercise_title, fix_first, is_hidden, safe_message, safe_note, short_test_name  # noqa: E402
-from given.manifest import EXERCISES, PROJECT_ROOT, is_build_output  # noqa: E402
+from given.manifest import DELIVERABLE_OF, EXERCISES, PROJECT_ROOT, is_build_output  # noqa: E402
 
 GRADER_USER = "lab5grader"
 FALLBACK_UID = 64055            # the grader's uid where setup.sh's user does not exist
@@ -378,7 +378,7 @@ def results_from_report(report, problems, prechecks, notebook):
     if fixes:
         lines += ["", "To fix in your upload:"] + [f"  - {fix}" for fix in fixes]
     notes = {e: safe_note(str(n)) for e, n in (report.get("notes") or {}).items()
-             if grade.EXERCISES.get(e) not in problems}  # a missing file: said under "To fix"
+             if DELIVERABLE_OF.get(e) not in problems}  # a missing file: said under "To fix"
     if notes:
         lines += ["", "Notes:"] + [f"  - {_exercise_short(e)}: {n}" for e, n in notes.items()]
     first = fix_first(public)
