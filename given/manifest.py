@@ -1,6 +1,6 @@
 """The lab's manifest: exercises, deliverables, test markers and paths, in one place.
 
-``tools/grade.py``, ``tools/release.py``, ``tests/conftest.py`` and the tests read these names;
+The grader (``tools/grading/``), ``tools/release.py``, ``tests/conftest.py`` and the tests read these names;
 change the lab's shape here and nowhere else.
 """
 import fnmatch
