@@ -391,7 +391,7 @@ def plot_granularity(table, path=None, *, reference=None, model=None):
     Each panel has its own scales, so the 8-bit differences are not flattened by the 4-bit ones."""
     import matplotlib.pyplot as plt
 
-    from given.evaluation import _plain_log_axis, _save, _subtitle
+    from given.evaluation.plots import _plain_log_axis, _save, _subtitle
 
     widths = sorted(table["bits"].unique())
     fig, axes = plt.subplots(1, len(widths), figsize=(5.2 * len(widths), 5.2), squeeze=False)
@@ -489,7 +489,7 @@ def plot_finetune_recovery(table, path=None, *, reference=None, model=None):
     the masked fine-tune (solid), per method; ``reference`` (unpruned) as a dashed gray line."""
     import matplotlib.pyplot as plt
 
-    from given.evaluation import PRUNING_STYLES, _plain_log_axis, _save, _subtitle
+    from given.evaluation.plots import PRUNING_STYLES, _plain_log_axis, _save, _subtitle
 
     fig, ax = plt.subplots(figsize=(8, 5.5))
     for method, points in table.groupby("method", sort=False):

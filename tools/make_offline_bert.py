@@ -22,7 +22,7 @@ on any machine with pip, without the hub and without ``../shared``:
    logits). AdamW (weight decay 0.01, none on biases and LayerNorm), lr 3e-4 for the body and
    2e-3 for the new head, linear warm-up then cosine decay to 0, gradient clipping 1.0, batch 16,
    900 steps, seed 0: the recipe of ``../shared/data/bert-mini-wikitext2``.
-4. Test perplexity with the lab's own measuring code (``evaluation.py``): the first 40,000 tokens
+4. Test perplexity with the lab's own measuring code (``given.evaluation``): the first 40,000 tokens
    of ``--test`` (default: WikiText-2 raw test from ``../shared`` when present), 128-token windows,
    15% of the non-special tokens replaced by [MASK], seed 123, exp of the token-weighted mean loss;
    before training, every ``--eval-every`` steps and at the end.
