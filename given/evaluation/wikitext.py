@@ -14,13 +14,12 @@ from pathlib import Path
 
 import torch
 
-from given.manifest import SHARED_DATA_DIR
+from given.manifest import SHARED_WIKITEXT_DIR
 from given.models import BUILTIN_TEXT_SAMPLE, announce, hub_reachable
 from given.torch_utils import IGNORE_INDEX
 
 WIKITEXT_HUB_ID = "Salesforce/wikitext"
 """The hub's ``wikitext`` dataset under its current, future-proof name (``wikitext`` is an alias)."""
-SHARED_WIKITEXT_DIR = SHARED_DATA_DIR / "wikitext-2-raw-v1"
 
 
 def _raw_file_for(split, path):
