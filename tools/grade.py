@@ -6,8 +6,10 @@ the package ``tools/grading/``, whose docstring says what it does and how).
     python tools/grade.py --help                   # every option
 """
 import sys
+from pathlib import Path
 
-from grading.cli import main
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project root: given.manifest
+from grading.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -50,8 +50,7 @@ The modules, in the order the data flows (each says what it owns and whom it tru
 - ``reports``: a report's shape, its signature, the CSV, the table and the summary.
 - ``submissions``: what a submission holds (exact names, near misses) and its report.
 - ``cli``: the command line, grading in parallel, ``--self`` for GitHub Classroom.
-"""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root: given.manifest
+Whoever imports it puts the project root (for ``given.manifest``) and ``tools/`` on ``sys.path``
+first, as ``tools/grade.py`` does.
+"""
