@@ -12,7 +12,6 @@ fixed evaluation set as every row of the notebook's table:
   the masked-LM head take (Amdahl's law: what a technique does not touch limits what it can win).
 """
 import copy
-import time
 
 import torch
 from torch import nn
@@ -25,7 +24,7 @@ from given.matmul import int8_matmul_int32
 from given.pruning_tools import sparsity
 from given.quantized_linear import _tied_parameter_ids
 from given.sizes import stored_tensors
-from given.timing import _synchronize
+from given.timing import clock
 from given.torch_utils import apply_mask, matching_modules
 
 PRUNING_METHODS = ("local", "global", "structured")
@@ -224,10 +223,6 @@ def component_times(model, batch, parts, *, warmup=2, repeats=5):
     batch = {key: value.to(device) for key, value in batch.items()}
     samples = {label: [] for label in parts}
     starts, handles = {}, []
-
-    def clock():
-        _synchronize()
-        return time.perf_counter()
 
     for label, module in parts.items():
         handles.append(module.register_forward_pre_hook(lambda m, a, label=label: starts.__setitem__(label, clock())))
