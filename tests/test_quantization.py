@@ -11,14 +11,11 @@ import torch
 from torch import nn
 
 from given.quantized_linear import QuantizedLinear, quantize_model
+from given.torch_utils import relative_error
 from quantization import QUANTIZATION_FORMATS, QuantizedVector
 from quantization import mixed_precision_forward, outlier_columns
 
 pytestmark = pytest.mark.ex1_quantization
-
-
-def relative_error(approx, exact):
-    return float((approx - exact).norm() / exact.norm())
 
 
 ALPHA_DIVISIONS = ("reciprocal", "true")
