@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project r
 from given.evaluation import (build_masked_eval_set, load_wikitext_texts,  # noqa: E402
                               masked_lm_perplexity, windows_from_texts)
 from given.manifest import PROJECT_ROOT, SHARED_WIKITEXT_DIR  # noqa: E402
+from given.quiet import quiet_transformers  # noqa: E402
 from given.models import load_tokenizer  # noqa: E402
 # ------------------------------------------------------------------------------------------------
 
@@ -127,22 +128,6 @@ def load_uncased_tokenizer(init_dir):
     return tokenizer
 
 
-@contextlib.contextmanager
-def quiet_transformers():
-    """Silence transformers' load report and progress bars (we report what matters ourselves)."""
-    from transformers.utils import logging
-
-    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(verbosity)
-        if bars:
-            logging.enable_progress_bar()
-
-
 def build_masked_lm(init_dir, num_layers, *, seed=0):
     """A float32 ``BertForMaskedLM``: embeddings and first ``num_layers`` layers of ``init_dir``, a new head.
 
@@ -155,7 +140,7 @@ def build_masked_lm(init_dir, num_layers, *, seed=0):
     """
     from transformers import BertConfig, BertForMaskedLM, BertModel
 
-    with quiet_transformers():
+    with quiet_transformers():  # it reports what matters itself
         source = BertModel.from_pretrained(str(init_dir), add_pooling_layer=False, dtype=torch.float32)
     config = BertConfig(**{**source.config.to_dict(), "num_hidden_layers": num_layers,
                            "tie_word_embeddings": True, "architectures": ["BertForMaskedLM"]})
