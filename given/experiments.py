@@ -484,7 +484,7 @@ def plot_finetune_recovery(table, path=None, *, reference=None, model=None):
     the masked fine-tune (solid), per method; ``reference`` (unpruned) as a dashed gray line."""
     import matplotlib.pyplot as plt
 
-    from given.evaluation.plots import PRUNING_STYLES, _plain_log_axis, _save, _subtitle
+    from given.evaluation.plots import PRUNING_STYLES, _finish_sparsity_plot, _plain_log_axis
 
     fig, ax = plt.subplots(figsize=(8, 5.5))
     for method, points in table.groupby("method", sort=False):
@@ -501,12 +501,7 @@ def plot_finetune_recovery(table, path=None, *, reference=None, model=None):
         ax.axhline(reference, linestyle="--", color="gray", linewidth=1, label=f"unpruned: {reference:,.1f}")
     values = list(table["perplexity_pruned"]) + list(table["perplexity_finetuned"])
     _plain_log_axis(ax, values + ([reference] if reference is not None else []))
-    ax.set_xlim(0, 100)
-    ax.set(xlabel="encoder Linear weights removed (%)", ylabel="masked-LM perplexity (log scale)")
-    ax.set_title("Prune, then fine-tune with the mask kept\n" + _subtitle(table, model), fontsize=10)
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=9)
-    return _save(fig, path)
+    return _finish_sparsity_plot(fig, ax, "Prune, then fine-tune with the mask kept", table, model, path)
 
 
 def sensitivity_sparsities(sensitivity, target, *, spread=0.2, reference=None, maximum=0.95):

@@ -2,7 +2,8 @@
 
 Each takes a ``results_table`` (or ``given/experiments.py``'s sweeps), draws one figure with a
 subtitle naming the model, devices and threads, and saves it when given a path. ``_plain_log_axis``,
-``_save`` and ``_subtitle`` are shared with ``given/experiments.py``'s own plots.
+``_save``, ``_subtitle`` and ``_finish_sparsity_plot`` are shared with ``given/experiments.py``'s own
+plots.
 """
 import math
 
@@ -195,9 +196,15 @@ def plot_sparsity_curves(curves, path=None, *, reference=None, model=None):
     if reference is not None:
         ax.axhline(reference, linestyle="--", color="tab:orange", linewidth=1, label=f"unpruned: {reference:,.2f}")
     _plain_log_axis(ax, list(curves["perplexity"]) + ([reference] if reference is not None else []))
+    return _finish_sparsity_plot(fig, ax, "Perplexity vs sparsity", curves, model, path)
+
+
+def _finish_sparsity_plot(fig, ax, title, table, model, path):
+    """The common end of a perplexity-vs-sparsity plot: x in percent removed, labels, the title over
+    ``_subtitle``, grid and legend; saved to ``path`` when given."""
     ax.set_xlim(0, 100)
     ax.set(xlabel="encoder Linear weights removed (%)", ylabel="masked-LM perplexity (log scale)")
-    ax.set_title("Perplexity vs sparsity\n" + _subtitle(curves, model), fontsize=10)
+    ax.set_title(f"{title}\n" + _subtitle(table, model), fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=9)
     return _save(fig, path)
