@@ -13,9 +13,9 @@ Read it top to bottom:
    ``given/experiments.py``'s sweeps.
 5. ``distill_bert_student``: Exercise 3 on wikitext in one call (``alpha=0.0``: its control).
 
-The code is in this package, one module per step: ``wikitext`` (1), ``perplexity`` (2), ``latency``
-(3), ``report`` and ``plots`` (4), ``distillation_hook`` (5). The notebook imports only
-``given.evaluation``, which holds every name below.
+The code is in this package, one module per step: ``wikitext`` (1, and 2's masked set),
+``perplexity`` (2's scoring), ``latency`` (3), ``report`` and ``plots`` (4), ``distillation_hook``
+(5). The notebook imports only ``given.evaluation``, which holds every name below.
 """
 import contextlib
 
