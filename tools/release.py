@@ -23,7 +23,7 @@ import nbformat
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project root: given.manifest
 from classroom_workflow import WORKFLOW_PATH, render_workflow  # noqa: E402
-from given.manifest import DELIVERABLES, EXERCISES, INSTRUCTOR_ONLY, PROJECT_ROOT, is_build_output  # noqa: E402
+from given.manifest import EXERCISES, INSTRUCTOR_ONLY, PROJECT_ROOT, is_build_output  # noqa: E402
 from solution_markers import MarkerError, strip_notebook, strip_python_solutions  # noqa: E402
 
 STUDENT_README = Path(__file__).resolve().parent / "student_README.md"
@@ -79,6 +79,7 @@ def student_readme(stubs):
 def classroom_points(release_dir, root=PROJECT_ROOT):
     """Maximum points per exercise of the public tests: what the reference solution earns with
     the release's tests, graded by the instructor grader (about 20 s per exercise)."""
+    from given.manifest import DELIVERABLES
     from grading.cli import default_options
     from grading.scoring import Calibration
     with tempfile.TemporaryDirectory(prefix="release-points-") as tmp:
