@@ -15,8 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-import grade  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project root: given.manifest
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))  # the grader: grading
+from given.manifest import DELIVERABLE_OF, PROJECT_ROOT  # noqa: E402
+from grading.cli import default_options  # noqa: E402
+from grading.sandbox import bwrap_problem  # noqa: E402
+from grading.scoring import Calibration  # noqa: E402
+from grading.submissions import grade_submission  # noqa: E402
 
 
 def grading_seconds(submission, calibration, options, kind):
@@ -24,7 +29,7 @@ def grading_seconds(submission, calibration, options, kind):
     options = copy.copy(options)
     options._sandbox_kind = kind  # chosen here, without the warning a real run prints
     start = time.perf_counter()
-    report = grade.grade_submission(submission, calibration, options)
+    report = grade_submission(submission, calibration, options)
     seconds = time.perf_counter() - start
     if report["total"] != report["max_total"]:
         raise SystemExit(f"{kind}: the reference scored {report['total']}/{report['max_total']}: "
@@ -35,26 +40,26 @@ def grading_seconds(submission, calibration, options, kind):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--submissions", type=int, default=20)
-    parser.add_argument("--exercise", default="ex1_quantization", choices=sorted(grade.EXERCISES))
+    parser.add_argument("--exercise", default="ex1_quantization", choices=sorted(DELIVERABLE_OF))
     parser.add_argument("--per-test-timeout", type=float, default=120.0,
                         help="generous: a timeout on a busy machine would end the benchmark")
     args = parser.parse_args(argv)
-    problem = grade.bwrap_problem()
+    problem = bwrap_problem()
     if problem:
         raise SystemExit(f"no sandbox to measure: {problem}")
-    options = grade.default_options(jobs=1, per_test_timeout=args.per_test_timeout,
-                                    total_timeout=20 * args.per_test_timeout)
+    options = default_options(jobs=1, per_test_timeout=args.per_test_timeout,
+                              total_timeout=20 * args.per_test_timeout)
     options._sandbox_kind = "bwrap"
     with tempfile.TemporaryDirectory(prefix="bench-grade-") as tmp:
-        calibration = grade.Calibration(options, Path(tmp))
+        calibration = Calibration(options, Path(tmp))
         calibration.expected = [t for t in calibration.expected if t["exercise"] == args.exercise]
         calibration.exercises = [args.exercise]
-        deliverable = grade.EXERCISES[args.exercise]
+        deliverable = DELIVERABLE_OF[args.exercise]
         seconds = {"bwrap": [], "none": []}
         for i in range(args.submissions):
             submission = Path(tmp) / f"submission_{i:02d}"
             submission.mkdir()
-            (submission / deliverable).write_bytes((grade.PROJECT_ROOT / deliverable).read_bytes())
+            (submission / deliverable).write_bytes((PROJECT_ROOT / deliverable).read_bytes())
             order = ("bwrap", "none") if i % 2 == 0 else ("none", "bwrap")
             for kind in order:
                 seconds[kind].append(grading_seconds(submission, calibration, options, kind))

@@ -37,24 +37,23 @@ first, and where it is below 2x float32 those goals read "not measurable here". 
 pass/fail test: it prints what it measured.
 """
 import argparse
-import contextlib
 import copy
-import io
 import platform
-import statistics
 import sys
-import time
-import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from given.quiet import quiet_known_noise  # noqa: E402
+
+quiet_known_noise()  # before bitsandbytes is imported (given/quiet.py: its "inputs will be cast", at every call)
 from given.matmul import int8_matmul_int32, int_mm_speed_vs_float32  # noqa: E402
 from given.quantized_linear import (AROUND_THE_GEMM, QuantizedLinear, around_line, quantize_model,  # noqa: E402
                                     time_breakdown)
-from given.timing import time_interleaved  # noqa: E402
+from given.timing import clock, speedups, time_interleaved  # noqa: E402
+from given.torch_utils import relative_error  # noqa: E402
 from quantization import QuantizedVector, mixed_precision_forward  # noqa: E402
 
 OUTLIER_COLUMNS = [17, 301]
@@ -81,17 +80,6 @@ def cpu_description():
     flags = set(fields.get("flags", fields.get("Features", "")).split())
     return f"{name}; " + ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in CPU_FLAGS)
 
-
-def relative_error(approx, exact):
-    return float((approx.float() - exact).norm() / exact.norm())
-
-
-@contextlib.contextmanager
-def quiet():
-    """Silence the libraries' deprecation chatter while building their models."""
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        yield
 
 
 # ----------------------------------------------------------------------------------------------
@@ -148,9 +136,9 @@ def add_bf16(candidates, errors, notes, bf16_call, exact):
         candidates[label] = bf16_call
         return
     with torch.inference_mode():
-        start = time.perf_counter()
+        start = clock()
         errors[label] = relative_error(bf16_call(), exact)
-        seconds = time.perf_counter() - start
+        seconds = clock() - start
     notes[label] = (f"not timed: no native bf16 GEMM on this CPU (one call took {seconds:.1f} s); "
                     f"relative error {errors[label]:.4f}")
 
@@ -158,9 +146,8 @@ def add_bf16(candidates, errors, notes, bf16_call, exact):
 def torchao_available():
     """``None`` when torchao imports, else why not (printed in the table)."""
     try:
-        with quiet():
-            import torchao  # noqa: F401
-            from torchao.quantization import Int8DynamicActivationInt8WeightConfig  # noqa: F401
+        import torchao  # noqa: F401
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig  # noqa: F401
     except Exception as error:  # not installed, or built for another torch
         return f"{type(error).__name__}: {error}"[:120]
     return None
@@ -168,8 +155,7 @@ def torchao_available():
 
 def bitsandbytes_available():
     try:
-        with quiet():
-            import bitsandbytes  # noqa: F401
+        import bitsandbytes  # noqa: F401
     except Exception as error:
         return f"{type(error).__name__}: {error}"[:120]
     return None
@@ -184,15 +170,14 @@ def add_torchao(candidates, errors, notes, quantize, model, call, exact):
     if (why := torchao_available()) is not None:
         notes[label] = why
         return
-    with quiet():
-        quantized = quantize(model)
+    quantized = quantize(model)
     if int_mm_speed_vs_float32() > 1:
         candidates[label] = lambda: call(quantized)
         return
-    with torch.inference_mode(), quiet():
-        start = time.perf_counter()
+    with torch.inference_mode():
+        start = clock()
         errors[label] = relative_error(call(quantized), exact)
-        seconds = time.perf_counter() - start
+        seconds = clock() - start
     notes[label] = (f"not timed: it runs on torch._int_mm, a plain loop on this CPU (one call took "
                     f"{seconds:.1f} s); relative error {errors[label]:.4f}")
 
@@ -201,15 +186,9 @@ def add_torchao(candidates, errors, notes, quantize, model, call, exact):
 # Timing and printing
 # ----------------------------------------------------------------------------------------------
 
-def speedups(stats, baseline):
-    """Per round ``baseline time / method time``: (median, q1, q3) of those ratios."""
-    result = {}
-    for label, s in stats.items():
-        per_round = [b / t for b, t in zip(stats[baseline]["times"], s["times"])]
-        q1, median, q3 = (statistics.quantiles(per_round, n=4, method="inclusive")
-                          if len(per_round) > 1 else per_round * 3)
-        result[label] = (median, q1, q3)
-    return result
+def median_and_quartiles(speedup):
+    """``(median, q1, q3)`` of one entry of ``given.timing.speedups``."""
+    return speedup["median"], speedup["q1"], speedup["q3"]
 
 
 def print_table(title, stats, errors, notes, baseline="float32"):
@@ -218,7 +197,7 @@ def print_table(title, stats, errors, notes, baseline="float32"):
     print(f'  {"method":<44}{"median ms":>10}{"IQR ms":>16}{"vs fp32":>9}{"IQR":>14}{"rel. error":>12}')
     for label, s in stats.items():
         ms, q1, q3 = 1000 * s["median"], 1000 * s["q1"], 1000 * s["q3"]
-        r, r1, r3 = ratios[label]
+        r, r1, r3 = median_and_quartiles(ratios[label])
         error = errors.get(label)
         error_text = "" if error is None else f"{error:.4f}"
         print(f"  {label:<44}{ms:>10.1f}{f'[{q1:.1f}, {q3:.1f}]':>16}{r:>8.2f}x{f'[{r1:.2f}, {r3:.2f}]':>14}"
@@ -275,19 +254,17 @@ def build_layer_candidates(args):
     }
     notes = {}
     if (why := bitsandbytes_available()) is None:
-        with quiet():
-            bnb_model = bitsandbytes_int8(model)
-            bnb_model(x)
+        bnb_model = bitsandbytes_int8(model)
+        bnb_model(x)
         candidates["bitsandbytes Linear8bitLt, eval mode"] = lambda: bnb_model(x)
     else:
         notes["bitsandbytes Linear8bitLt"] = why
-    with quiet():
-        ao_model = torch_ao_dynamic(model)
+    ao_model = torch_ao_dynamic(model)
     candidates[AO_LABEL] = lambda: ao_model(x)
     errors = {}
     add_bf16(candidates, errors, notes, lambda: (x.bfloat16() @ w_bf16).float(), exact)
     add_torchao(candidates, errors, notes, torchao_int8, model, lambda m: m(x), exact)
-    with torch.inference_mode(), quiet():
+    with torch.inference_mode():
         for label, function in candidates.items():
             if "GEMM" not in label:
                 errors[label] = relative_error(function(), exact)
@@ -369,16 +346,14 @@ def build_bert_candidates(args):
     candidates["quantize_model int8, quantize_tied=True"] = run(int8_tied)
     notes = {}
     if (why := bitsandbytes_available()) is None:
-        with quiet():
-            candidates["bitsandbytes int8, eval mode (decoder float)"] = run(bitsandbytes_int8(model))
+        candidates["bitsandbytes int8, eval mode (decoder float)"] = run(bitsandbytes_int8(model))
     else:
         notes["bitsandbytes int8"] = why
-    with quiet():
-        candidates["torch.ao dynamic int8"] = run(torch_ao_dynamic(model))
+    candidates["torch.ao dynamic int8"] = run(torch_ao_dynamic(model))
     errors = {}
     add_bf16(candidates, errors, notes, run(copy.deepcopy(model).to(torch.bfloat16)), exact)
     add_torchao(candidates, errors, notes, torchao_int8, model, lambda m: m(input_ids=input_ids).logits, exact)
-    with torch.inference_mode(), quiet():
+    with torch.inference_mode():
         for label, function in candidates.items():
             errors[label] = relative_error(function(), exact)
     float_bytes = sum(t.nbytes for t in [*model.parameters(), *model.buffers()])
@@ -399,13 +374,6 @@ def error_rule(errors, ours, bnb="bitsandbytes"):
     return f"error {errors[ours]:.4f} vs bitsandbytes' {errors[bnb_label]:.4f}: {verdict}"
 
 
-def per_round(stats, numerator, denominator):
-    """(median, q1, q3) over the rounds of ``stats[numerator] time / stats[denominator] time``."""
-    ratios = [a / b for a, b in zip(stats[numerator]["times"], stats[denominator]["times"])]
-    q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
-    return median, q1, q3
-
-
 def goal_text(value, goal, measurable, wall, strictly=False):
     """MET / NOT MET (``value >= goal``, or ``>`` when ``strictly``), or "not measurable here"."""
     if not measurable:
@@ -416,7 +384,7 @@ def goal_text(value, goal, measurable, wall, strictly=False):
 
 def goal_lines(name, ratios, errors, goal, ours, measurable, wall):
     for threads, by_label in ratios.items():
-        r, r1, r3 = by_label[ours]
+        r, r1, r3 = median_and_quartiles(by_label[ours])
         print(f"  {name}, {threads} thread(s): {ours} {r:.2f}x fp32 [IQR {r1:.2f}-{r3:.2f}], goal >= {goal}x: "
               f"{goal_text(r, goal, measurable, wall)}; {error_rule(errors, ours)}")
 
@@ -430,14 +398,14 @@ def wall_goal_lines(layer_stats, layer_errors, measurable, wall):
     """QuantizedLinear int8 against the wall and against torch.ao, per round (issue 21)."""
     for threads, stats in layer_stats.items():
         if WALL_LABEL in stats:
-            share = per_round(stats, WALL_LABEL, OURS_LAYER)
+            share = median_and_quartiles(speedups(stats, WALL_LABEL)[OURS_LAYER])
             print(f"  layer, {threads} thread(s): QuantizedLinear int8 at {share[0]:.2f}x the int8 GEMM's speed "
                   f"[IQR {share[1]:.2f}-{share[2]:.2f}], goal >= {WALL_SHARE_GOAL}x: "
                   f"{goal_text(share[0], WALL_SHARE_GOAL, measurable, wall)}")
         else:
             print(f"  layer, {threads} thread(s): QuantizedLinear int8 vs the int8 GEMM alone, goal >= "
                   f"{WALL_SHARE_GOAL}x: {goal_text(0, WALL_SHARE_GOAL, False, wall)}")
-        versus_ao = per_round(stats, AO_LABEL, OURS_LAYER)
+        versus_ao = median_and_quartiles(speedups(stats, AO_LABEL)[OURS_LAYER])
         print(f"  layer, {threads} thread(s): QuantizedLinear int8 {versus_ao[0]:.2f}x torch.ao's speed "
               f"[IQR {versus_ao[1]:.2f}-{versus_ao[2]:.2f}], goal > 1x: "
               f"{goal_text(versus_ao[0], 1.0, measurable, wall, strictly=True)}; "
@@ -447,7 +415,7 @@ def wall_goal_lines(layer_stats, layer_errors, measurable, wall):
 def bert_versus_ao_lines(bert_stats, bert_errors, measurable, wall):
     for threads, stats in bert_stats.items():
         for ours in ("quantize_model int8 (decoder float)", "quantize_model int8, quantize_tied=True"):
-            versus_ao = per_round(stats, "torch.ao dynamic int8", ours)
+            versus_ao = median_and_quartiles(speedups(stats, "torch.ao dynamic int8")[ours])
             print(f"  BERT, {threads} thread(s): {ours} {versus_ao[0]:.2f}x torch.ao's speed "
                   f"[IQR {versus_ao[1]:.2f}-{versus_ao[2]:.2f}], goal >= 1x: "
                   f"{goal_text(versus_ao[0], 1.0, measurable, wall)}; {error_rule(bert_errors, ours)}")
@@ -494,7 +462,7 @@ def main():
             f"BERT-base MLM {args.bert_batch}x{args.bert_seq}")
 
     # The wall of the layer itself where it was timed (the int8 GEMM of this very shape), else the small probe's.
-    layer_wall = min((by_label[WALL_LABEL][0] for by_label in layer_ratios.values() if WALL_LABEL in by_label),
+    layer_wall = min((by_label[WALL_LABEL]["median"] for by_label in layer_ratios.values() if WALL_LABEL in by_label),
                      default=wall)
     measurable = layer_wall >= MEASURABLE_WALL
     print(f"\nGoals (issue 21), {thread_settings[0]} thread(s) for the breakdown:")

@@ -15,7 +15,7 @@ part of a submission (the grader copies only the three exercise files):
   to copy into); ``distill_model`` itself sits in the given part of ``distillation.py``.
 - ``matmul``: the int8 and fp16 products LLM.int8() needs; ``torch_utils``: finding layers, masks.
 - ``models``: which BERT a run uses (given, hub, offline model, random) and loading it.
-- ``evaluation``: the measuring code behind the notebook (Exercise 4); ``experiments``: its
+- ``evaluation`` (a package): the measuring code behind the notebook (Exercise 4); ``experiments``: its
   ablations, sweeps and scans; ``timing``: the one place that times things; ``quiet``: the known
   harmless warnings, silenced.
 - ``your_code``: the one doorway from the given code to your three exercise files.

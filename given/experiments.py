@@ -12,7 +12,6 @@ fixed evaluation set as every row of the notebook's table:
   the masked-LM head take (Amdahl's law: what a technique does not touch limits what it can win).
 """
 import copy
-import time
 
 import torch
 from torch import nn
@@ -25,7 +24,7 @@ from given.matmul import int8_matmul_int32
 from given.pruning_tools import sparsity
 from given.quantized_linear import _tied_parameter_ids
 from given.sizes import stored_tensors
-from given.timing import _synchronize
+from given.timing import clock
 from given.torch_utils import apply_mask, matching_modules
 
 PRUNING_METHODS = ("local", "global", "structured")
@@ -225,10 +224,6 @@ def component_times(model, batch, parts, *, warmup=2, repeats=5):
     samples = {label: [] for label in parts}
     starts, handles = {}, []
 
-    def clock():
-        _synchronize()
-        return time.perf_counter()
-
     for label, module in parts.items():
         handles.append(module.register_forward_pre_hook(lambda m, a, label=label: starts.__setitem__(label, clock())))
         handles.append(module.register_forward_hook(
@@ -391,7 +386,7 @@ def plot_granularity(table, path=None, *, reference=None, model=None):
     Each panel has its own scales, so the 8-bit differences are not flattened by the 4-bit ones."""
     import matplotlib.pyplot as plt
 
-    from given.evaluation import _plain_log_axis, _save, _subtitle
+    from given.evaluation.plots import _plain_log_axis, _save, _subtitle
 
     widths = sorted(table["bits"].unique())
     fig, axes = plt.subplots(1, len(widths), figsize=(5.2 * len(widths), 5.2), squeeze=False)
@@ -489,7 +484,7 @@ def plot_finetune_recovery(table, path=None, *, reference=None, model=None):
     the masked fine-tune (solid), per method; ``reference`` (unpruned) as a dashed gray line."""
     import matplotlib.pyplot as plt
 
-    from given.evaluation import PRUNING_STYLES, _plain_log_axis, _save, _subtitle
+    from given.evaluation.plots import PRUNING_STYLES, _finish_sparsity_plot, _plain_log_axis
 
     fig, ax = plt.subplots(figsize=(8, 5.5))
     for method, points in table.groupby("method", sort=False):
@@ -506,12 +501,7 @@ def plot_finetune_recovery(table, path=None, *, reference=None, model=None):
         ax.axhline(reference, linestyle="--", color="gray", linewidth=1, label=f"unpruned: {reference:,.1f}")
     values = list(table["perplexity_pruned"]) + list(table["perplexity_finetuned"])
     _plain_log_axis(ax, values + ([reference] if reference is not None else []))
-    ax.set_xlim(0, 100)
-    ax.set(xlabel="encoder Linear weights removed (%)", ylabel="masked-LM perplexity (log scale)")
-    ax.set_title("Prune, then fine-tune with the mask kept\n" + _subtitle(table, model), fontsize=10)
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=9)
-    return _save(fig, path)
+    return _finish_sparsity_plot(fig, ax, "Prune, then fine-tune with the mask kept", table, model, path)
 
 
 def sensitivity_sparsities(sensitivity, target, *, spread=0.2, reference=None, maximum=0.95):

@@ -1,6 +1,6 @@
 """The lab's manifest: exercises, deliverables, test markers and paths, in one place.
 
-``tools/grade.py``, ``tools/release.py``, ``tests/conftest.py`` and the tests read these names;
+The grader (``tools/grading/``), ``tools/release.py``, ``tests/conftest.py`` and the tests read these names;
 change the lab's shape here and nowhere else.
 """
 import fnmatch
@@ -9,6 +9,8 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
+SHARED_WIKITEXT_DIR = SHARED_DATA_DIR / "wikitext-2-raw-v1"
+"""The offline WikiText-2 (``wiki.{test,valid,train}.raw``), read when the hub is not used."""
 NOTEBOOK = PROJECT_ROOT / "model compression and pruning.ipynb"
 
 

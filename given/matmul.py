@@ -7,9 +7,10 @@
   arithmetic.
 """
 import functools
-import time
 
 import torch
+
+from given.timing import time_interleaved
 
 FP16_MAX = torch.finfo(torch.float16).max  # 65504
 
@@ -109,23 +110,16 @@ def int_mm_is_fast_on_cpu():
 
 @functools.lru_cache(maxsize=None)
 def int_mm_speed_vs_float32():
-    """float32 GEMM time / ``torch._int_mm`` time at 128x512 @ 512x256, best of three (0 without it)."""
+    """float32 GEMM time / ``torch._int_mm`` time at 128x512 @ 512x256, each its fastest of three
+    interleaved rounds (``given.timing``); 0 without ``torch._int_mm``."""
     if not hasattr(torch, "_int_mm"):
         return 0.0
     a = torch.randint(-127, 128, (128, 512), dtype=torch.int8)
     b = torch.randint(-127, 128, (256, 512), dtype=torch.int8).T
     af, bf = a.to(torch.float32), b.to(torch.float32)
 
-    def best_of_three(function):
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            function()
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    torch._int_mm(a, b), af @ bf  # warm-up
-    return best_of_three(lambda: af @ bf) / best_of_three(lambda: torch._int_mm(a, b))
+    stats = time_interleaved({"float32": lambda: af @ bf, "int8": lambda: torch._int_mm(a, b)}, warmup=1, repeats=3)
+    return stats["float32"]["min"] / stats["int8"]["min"]
 
 
 def fp16_matmul(a, b, add_to=None):

@@ -35,14 +35,19 @@ def _check_counts(warmup, repeats, min_block_s):
         raise ValueError(f"min_block_s must be a finite number of seconds >= 0, got {min_block_s!r}")
 
 
+def clock():
+    """Seconds on a monotonic clock, read once the work started so far has finished (CUDA
+    synchronized first): the one clock everything here reads."""
+    _synchronize()
+    return time.perf_counter()
+
+
 def _timed_block(function, calls):
     """Seconds per call of ``calls`` back-to-back calls of ``function()``, synchronized around."""
-    _synchronize()
-    start = time.perf_counter()
+    start = clock()
     for _ in range(calls):
         function()
-    _synchronize()
-    return (time.perf_counter() - start) / calls
+    return (clock() - start) / calls
 
 
 def time_interleaved(functions, *, warmup=3, repeats=10, min_block_s=0.0):

@@ -55,3 +55,10 @@ def model_device(model):
 def default_device():
     """``"cuda"`` when a GPU is visible, else ``"cpu"``."""
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def relative_error(approx, exact):
+    """``||approx - exact|| / ||exact||`` (Frobenius norms), computed in float32 whatever the dtypes
+    (an fp16 norm overflows above 65504), with ``||exact||`` at least 1e-12 (an exact zero gives
+    0 for a zero ``approx``, not NaN)."""
+    return float((approx.float() - exact.float()).norm() / exact.float().norm().clamp_min(1e-12))

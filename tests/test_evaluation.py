@@ -1,4 +1,4 @@
-"""Tests of evaluation.py, the measuring code behind the notebook (given code: not graded).
+"""Tests of given/evaluation/, the measuring code behind the notebook (given code: not graded).
 
 The numbers are pinned on inputs small enough to check by hand: the mask fraction, which
 positions may be masked, token weighting of the loss, padding, byte counts of known modules.
@@ -20,7 +20,7 @@ import given.evaluation as ev
 import given.models as models
 import given.sizes as sizes
 from given.manifest import PROJECT_ROOT
-from given.evaluation import IGNORE_INDEX, MaskedEvalSet
+from given.evaluation import IGNORE_INDEX, MaskedEvalSet, wikitext
 
 pytestmark = pytest.mark.given_code
 
@@ -281,7 +281,7 @@ def test_local_wikitext_gives_the_hub_rows_and_token_count(shared_data_dir):
 
 def test_without_hub_and_local_wikitext_the_builtin_sample_is_loud(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(models, "_ANNOUNCED", set())  # each message is announced once per process
-    monkeypatch.setattr(ev, "SHARED_WIKITEXT_DIR", tmp_path / "absent")
+    monkeypatch.setattr(wikitext, "SHARED_WIKITEXT_DIR", tmp_path / "absent")
     with pytest.warns(RuntimeWarning, match="BUILT-IN TEXT SAMPLE"):
         rows = ev.load_wikitext_texts("test", offline=True)
     assert "".join(rows) == models.BUILTIN_TEXT_SAMPLE

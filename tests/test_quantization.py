@@ -11,16 +11,13 @@ import torch
 from torch import nn
 
 from given.quantized_linear import QuantizedLinear, quantize_model
+from given.torch_utils import relative_error
 from quantization import QUANTIZATION_FORMATS, QuantizedVector
 from quantization import mixed_precision_forward, outlier_columns
 from tests.helpers import run_seed
 from tests.tasks import FORMAT_TASKS
 
 pytestmark = pytest.mark.ex1_quantization
-
-
-def relative_error(approx, exact):
-    return float((approx - exact).norm() / exact.norm())
 
 
 ALPHA_DIVISIONS = ("reciprocal", "true")

@@ -58,10 +58,6 @@ class Skip(Exception):
     """A check that cannot run here (e.g. 2:4 sparsity below compute capability 8.0)."""
 
 
-def relative_error(approx, exact):
-    return float((approx.float() - exact.float()).norm() / exact.float().norm().clamp_min(1e-12))
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="local BERT folder (default: %(default)s)")
@@ -81,6 +77,7 @@ def main(argv=None):
     from given.matmul import _int_mm_supported, int8_matmul_int32
     from given.sizes import stored_bytes
     from given.timing import speedups, time_interleaved
+    from given.torch_utils import relative_error
 
     device = torch.device("cuda")
     name = torch.cuda.get_device_name(device)

@@ -139,7 +139,7 @@ def task_index(root=PROJECT_ROOT):
         if path.exists():
             tasks.update(_stub_tasks(path.read_text(encoding="utf-8"), exercise.deliverable))
     rings = []
-    for paths in (sorted((root / "given").glob("*.py")), [root / e.deliverable for e in EXERCISES]):
+    for paths in (sorted((root / "given").rglob("*.py")), [root / e.deliverable for e in EXERCISES]):
         graph = {}
         for path in paths:
             for name, used in _functions_of(path).items():

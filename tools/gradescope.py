@@ -47,9 +47,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import grade  # noqa: E402
 from feedback import exercise_title, fix_first, is_hidden, safe_message, safe_note, short_test_name  # noqa: E402
-from given.manifest import EXERCISES, PROJECT_ROOT, is_build_output  # noqa: E402
+from given.manifest import DELIVERABLE_OF, DELIVERABLES, EXERCISES, PROJECT_ROOT, is_build_output  # noqa: E402
+from grading.limits import DELIVERABLE_MAX_BYTES, MiB  # noqa: E402
+from grading.submissions import near_misses  # noqa: E402
+from grading.trees import walk  # noqa: E402
 
 GRADER_USER = "lab5grader"
 FALLBACK_UID = 64055            # the grader's uid where setup.sh's user does not exist
@@ -57,7 +59,7 @@ VENV = "/opt/lab5-venv"
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 UPLOAD_WALK_LIMITS = {"max_depth": 8, "max_entries": 5000}
 JUNK = ("__MACOSX", ".")        # folders and files of an upload that are never looked at
-REPORT_MAX_BYTES = 16 * grade.MiB
+REPORT_MAX_BYTES = 16 * MiB
 GRADE_TIMEOUT = 1500            # seconds for the whole grading run: below the 30 minutes docs/lms.md asks
                                 # Gradescope for, so a hung run still ends in a results.json
 
@@ -155,7 +157,7 @@ def _read_regular_file(path, limit):
     if not stat.S_ISREG(info.st_mode):
         return None, "is not a regular file (a link or a special file)"
     if info.st_size > limit:
-        return None, f"is larger than {limit // grade.MiB} MiB"
+        return None, f"is larger than {limit // MiB} MiB"
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         with os.fdopen(fd, "rb") as stream:
@@ -171,15 +173,15 @@ def collect_upload(submission):
     found, problems = {}, {}
     submission = Path(submission)
     if not submission.is_dir():
-        return found, {name: f"{name} was not found: the upload is empty" for name in grade.DELIVERABLES}, False
-    entries, note = grade.walk(submission, **UPLOAD_WALK_LIMITS)
+        return found, {name: f"{name} was not found: the upload is empty" for name in DELIVERABLES}, False
+    entries, note = walk(submission, **UPLOAD_WALK_LIMITS)
     files = [(rel, path) for rel, path, is_dir in entries if is_dir is False and not _is_junk(rel)]
     notebook = any(rel.endswith(".ipynb") for rel, _ in files)
-    for name in grade.DELIVERABLES:
+    for name in DELIVERABLES:
         candidates = [(rel, path) for rel, path in files if rel.rsplit("/", 1)[-1] == name]
         contents, reasons = {}, []
         for rel, path in candidates:
-            data, why = _read_regular_file(path, grade.DELIVERABLE_MAX_BYTES)
+            data, why = _read_regular_file(path, DELIVERABLE_MAX_BYTES)
             if data is None:
                 reasons.append(f"{rel} {why}")
             else:
@@ -198,7 +200,7 @@ def collect_upload(submission):
 
 
 def _not_found(submission, name, walk_note):
-    near, _ = grade.near_misses(submission, [name])
+    near, _ = near_misses(submission, [name])
     near = [n for n in near[name] if not _is_junk(n)]
     message = f"{name} was not found in your upload (the name must be exactly {name})"
     if near:
@@ -373,12 +375,12 @@ def results_from_report(report, problems, prechecks, notebook):
             earned = sum(float(r.get("earned", 0)) for r in rows_of)
             maximum = sum(float(r.get("points", 0)) for r in rows_of)
             lines.append(f"  {exercise_title(exercise.marker)}: {earned:g} / {maximum:g}")
-    fixes = [problems[n] for n in grade.DELIVERABLES if n in problems] + \
-        [prechecks[n] for n in grade.DELIVERABLES if n in prechecks]
+    fixes = [problems[n] for n in DELIVERABLES if n in problems] + \
+        [prechecks[n] for n in DELIVERABLES if n in prechecks]
     if fixes:
         lines += ["", "To fix in your upload:"] + [f"  - {fix}" for fix in fixes]
     notes = {e: safe_note(str(n)) for e, n in (report.get("notes") or {}).items()
-             if grade.EXERCISES.get(e) not in problems}  # a missing file: said under "To fix"
+             if DELIVERABLE_OF.get(e) not in problems}  # a missing file: said under "To fix"
     if notes:
         lines += ["", "Notes:"] + [f"  - {_exercise_short(e)}: {n}" for e, n in notes.items()]
     first = fix_first(public)
@@ -392,8 +394,8 @@ def results_from_report(report, problems, prechecks, notebook):
 
 def nothing_to_grade(problems, notebook):
     lines = ["Nothing to grade: none of the lab's files was found in your upload.",
-             f"Upload {', '.join(grade.DELIVERABLES)} (exact names; files, a folder or a zip).", ""]
-    lines += [f"  - {problems[name]}" for name in grade.DELIVERABLES if name in problems]
+             f"Upload {', '.join(DELIVERABLES)} (exact names; files, a folder or a zip).", ""]
+    lines += [f"  - {problems[name]}" for name in DELIVERABLES if name in problems]
     if notebook:
         lines += ["", "The notebook alone is not graded by this autograder."]
     tests = [{"name": f"{_exercise_short(e.marker)}: {e.deliverable}", "score": 0.0,

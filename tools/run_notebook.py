@@ -33,9 +33,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project root: given.manifest
-from given.manifest import NOTEBOOK, PROJECT_ROOT, SHARED_DATA_DIR  # noqa: E402
+from given.manifest import NOTEBOOK, PROJECT_ROOT, SHARED_WIKITEXT_DIR  # noqa: E402
 
-SHARED_WIKITEXT_DIR = SHARED_DATA_DIR / "wikitext-2-raw-v1"
 
 
 def parse_assignment(text):

@@ -15,7 +15,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from given.manifest import PROJECT_ROOT as ROOT  # tests/conftest.py puts the project root on sys.path
+
 TARGET = "fp16_quantize"
 
 IN_FUNCTION = {

@@ -12,7 +12,7 @@ import re
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from given.manifest import PROJECT_ROOT as ROOT  # tests/conftest.py puts the project root on sys.path
 sys.path.insert(0, str(ROOT / "tools"))
 
 from solution_markers import strip_python_solutions  # noqa: E402

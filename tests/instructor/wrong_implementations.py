@@ -20,10 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root, when run as a script
 
 from given.manifest import EXERCISES  # noqa: E402
+from given.manifest import PROJECT_ROOT as ROOT  # noqa: E402
 
 KINDS = {
     "boundary": "a value exactly at a boundary, a tie, or half-way between two integers",
