@@ -215,7 +215,7 @@ def pytest_runtest_makereport(item, call):
 def headline(report, test_name):
     """The failure in one line, before any traceback or tensor: the task, then what is wrong."""
     own, earlier = report.task
-    message = failure_message(report, max_lines=1).removeprefix("AssertionError: ")
+    message = failure_message(report, max_lines=1).removeprefix("AssertionError: ").removeprefix("Failed: ")
     if own is not None and message.startswith(f"Exercise {own} "):
         return message
     checks = test_name.removeprefix("test_").replace("_", " ")
