@@ -208,12 +208,14 @@ def pytest_runtest_makereport(item, call):
         report.task = item.stash[TASK_KEY]
         if short_reports(item.config):
             report.longrepr = Headed(headline(report, item.originalname or item.name), report.longrepr)
+    elif report.failed and call.when == "call" and item.get_closest_marker(GIVEN_CODE_MARKER):
+        report.task, report.given_code = (None, ()), True  # runs on any of your tasks
 
 
 def headline(report, test_name):
     """The failure in one line, before any traceback or tensor: the task, then what is wrong."""
     own, earlier = report.task
-    message = failure_message(report, max_lines=1).removeprefix("AssertionError: ")
+    message = failure_message(report, max_lines=1).removeprefix("AssertionError: ").removeprefix("Failed: ")
     if own is not None and message.startswith(f"Exercise {own} "):
         return message
     checks = test_name.removeprefix("test_").replace("_", " ")
@@ -248,6 +250,8 @@ def blame_earlier_tasks(reports, config):
     for report in sorted(reports, key=lambda r: task_key(r.task[0]) if r.task[0] else (99,)):
         own, earlier = report.task
         blockers = [n for n in earlier if n in failing]
+        if getattr(report, "given_code", False):  # the given code runs on your functions: yours first
+            blockers = sorted(failing, key=task_key)
         if not blockers:
             if own is not None:
                 failing.add(own)
@@ -255,7 +259,7 @@ def blame_earlier_tasks(reports, config):
         report.blocked_by = blockers[0]
         if short_reports(config):
             report.longrepr = (f"depends on {describe(blockers[0])}, which fails: fix it first "
-                               f"(this test checks {describe(own) if own else 'the given code on it'})")
+                               f"(this test checks {describe(own) if own else 'the given code that runs on it'})")
             report.sections = []
 
 

@@ -34,6 +34,7 @@ TASKS = {
 ``groupwise_dequantize``)."""
 
 RUNS_ON = {
+    "1.2": ("1.1",),               # most of its tests dequantize what your 1.1 quantized
     "1.7": ("1.1",),               # QuantizedVector(x, "int8", dim=1) quantizes with your absmax
     "1.8": ("1.1", "1.6", "1.7"),  # outlier columns, then the int8 product of the rest
     "2.2": ("2.1",),               # global ranking is magnitude_mask on all weights at once
@@ -45,6 +46,9 @@ RUNS_ON = {
 
 FORMAT_TASKS = {"int8": "1.1", "fp16": "1.3", "1bit": "1.4", "1.58bit": "1.5"}
 """The task that writes each ``QuantizedVector`` format."""
+
+ROUND_TRIP_TASKS = {**FORMAT_TASKS, "int8": "1.2"}
+"""The task a quantize-and-dequantize round trip of each format ends in."""
 
 
 def task_key(number):

@@ -15,7 +15,7 @@ from given.torch_utils import relative_error
 from quantization import QUANTIZATION_FORMATS, QuantizedVector
 from quantization import mixed_precision_forward, outlier_columns
 from tests.helpers import run_seed
-from tests.tasks import FORMAT_TASKS
+from tests.tasks import FORMAT_TASKS, ROUND_TRIP_TASKS
 
 pytestmark = pytest.mark.ex1_quantization
 
@@ -108,7 +108,7 @@ def test_int8_absmax_rounds_to_nearest():
     assert float(qv.alpha) == pytest.approx(63.5), f"alpha should be 127 / max|v| = 63.5, got {qv.alpha}"
 
 
-@pytest.mark.task("1.2", uses=("1.1",))
+@pytest.mark.task("1.2")
 @pytest.mark.worked_example(twin="test_absmax_dequantize_is_q_over_alpha_on_any_shape")
 @pytest.mark.points(0)
 def test_int8_dequantize_is_q_over_alpha():
@@ -169,7 +169,7 @@ def test_158bit_absmean_rounds_with_zero_band_of_half_gamma():
     torch.testing.assert_close(qv.dequantize(), gamma * torch.tensor([0.0, -1, 1, 1, 0, 0]))
 
 
-@pytest.mark.task(FORMAT_TASKS, param="fmt")
+@pytest.mark.task(ROUND_TRIP_TASKS, param="fmt")
 @pytest.mark.worked_example(twin="test_absmax_quantize_on_any_shape_and_dim")
 @pytest.mark.points(0)
 @pytest.mark.parametrize("fmt", QUANTIZATION_FORMATS)
@@ -187,7 +187,7 @@ def test_all_zero_vector_dequantizes_to_exact_zeros(fmt):
         assert torch.isfinite(torch.as_tensor(qv.alpha)).all(), f"{fmt}: the scale must stay finite"
 
 
-@pytest.mark.task(FORMAT_TASKS, param="fmt")
+@pytest.mark.task(ROUND_TRIP_TASKS, param="fmt")
 @pytest.mark.points(1)
 @pytest.mark.parametrize("fmt", QUANTIZATION_FORMATS)
 def test_input_is_never_modified(fmt):

@@ -7,18 +7,34 @@ The first hint of each task is a comment in the exercise file, above the task; t
 (shapes, dtypes, conventions) are in the docstrings. The hints live in tools/hints.toml.
 """
 import argparse
+import re
 import sys
 import textwrap
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: read the file's own simple layout
+    tomllib = None
 
 HINTS_FILE = Path(__file__).resolve().with_name("hints.toml")
 
 
+ENTRY = re.compile(r'^\["(?P<task>[\d.]+)"\]\nfunction = "(?P<function>\w+)"\nhint = """(?P<hint>.*?)"""$',
+                   re.MULTILINE | re.DOTALL)
+
+
+def read_table(text):
+    """tools/hints.toml's tables, without tomllib (Python 3.10): ``["N.M"]``, ``function = "..."``,
+    ``hint = \"\"\"...\"\"\"``, one after the other."""
+    return {m["task"]: {"function": m["function"], "hint": m["hint"].removeprefix("\n")}
+            for m in ENTRY.finditer(text)}
+
+
 def load_hints(path=HINTS_FILE):
     """``{task: (function, hint text)}`` in the lab's order."""
-    with open(path, "rb") as file:
-        table = tomllib.load(file)
+    text = Path(path).read_text(encoding="utf-8")
+    table = tomllib.loads(text) if tomllib else read_table(text)
     order = sorted(table, key=lambda task: tuple(int(part) for part in task.split(".")))
     return {task: (table[task]["function"], textwrap.dedent(table[task]["hint"]).strip()) for task in order}
 

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 
 from given.manifest import EXERCISES, GRADED_MARKERS  # noqa: E402
-from hints import load_hints  # noqa: E402
+from hints import HINTS_FILE, load_hints, read_table  # noqa: E402
 from release import release_files, write_release  # noqa: E402
 from tests.tasks import TASKS  # noqa: E402
 
@@ -40,6 +40,12 @@ def test_every_task_has_a_second_hint_for_its_function():
         "tools/hints.toml, tests/tasks.py and the solution blocks must name the same tasks, in order"
     assert {task: function for task, (function, _) in load_hints().items()} == TASKS
     assert all(len(hint.split()) >= 15 for _, hint in load_hints().values()), "a second hint says more"
+
+
+def test_without_tomllib_the_hints_read_the_same():
+    import tomllib
+    text = HINTS_FILE.read_text()
+    assert read_table(text) == tomllib.loads(text), "tools/hints.toml must keep the layout read_table reads"
 
 
 def test_every_task_has_its_first_hint_in_the_file_pointing_at_the_second():
