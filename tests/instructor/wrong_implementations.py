@@ -88,8 +88,8 @@ WRONG_IMPLEMENTATIONS = (
       'x_q = QuantizedVector(x, "int8", dim=1)', 'x_q = QuantizedVector(x, "int8")'),
     W("1.7", "common", "dequantizes both operands and multiplies in float32 (no int8 product, no int32 accumulation)",
       "    accumulated = int8_matmul_int32(x_q.quantized_vector, w_q.quantized_vector)\n"
-      "    result = accumulated.to(torch.float32)\n"
-      "    return result.div_(x_q.alpha).div_(w_q.alpha)",
+      "    result = int32_to_float32_in_place(accumulated)  # accumulated's memory now holds float32\n"
+      "    return result.div_(x_q.alpha).div_(w_q.alpha)  # row scales, then column scales, in place",
       "    return x_q.dequantize() @ w_q.dequantize()"),
     W("1.8", "shapes", "flattens with input.flatten(0, -2): a 1-D input (in,) raises",
       "x = input.reshape(-1, in_features).to(torch.float32)", "x = input.flatten(0, -2).to(torch.float32)"),
