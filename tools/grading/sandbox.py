@@ -66,9 +66,13 @@ def _system_mount_args():
     for path in ETC_FILES:
         args += ["--ro-bind-try", path, path]
     args += ["--ro-bind-try", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
-    for path in python_mounts():
-        args += ["--ro-bind", os.path.realpath(path), path]
     return args
+
+
+def _python_mount_args():
+    """Python's folders, read-only. Mounted after the private ``/tmp``, which would otherwise hide
+    a Python environment that lives under ``/tmp`` (a clone in ``/tmp`` with its venv inside)."""
+    return [arg for path in python_mounts() for arg in ("--ro-bind", os.path.realpath(path), path)]
 
 
 def sandbox_command(command, tree, shared_data=SHARED_DATA_DIR):
@@ -86,6 +90,7 @@ def sandbox_command(command, tree, shared_data=SHARED_DATA_DIR):
     args += _system_mount_args()
     args += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp",
              "--ro-bind", str(tree), SANDBOX_TREE]
+    args += _python_mount_args()
     if shared_data is not None and Path(shared_data).is_dir():
         args += ["--ro-bind", str(shared_data), SANDBOX_SHARED_DATA]
     return [*args, "--chdir", SANDBOX_TREE, "--", *command]
