@@ -8,19 +8,17 @@ pytest prints, and whether the first failure reported names the task that is wro
 
     python tests/instructor/failure_table.py            # print the table (markdown)
 """
-import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from wrong_implementations import ROOT, WRONG_IMPLEMENTATIONS, apply  # noqa: E402
+from wrong_implementations import ROOT, WRONG_IMPLEMENTATIONS, apply, one_thread_environment, two_at_a_time  # noqa: E402
 
 CHOSEN = (
     ("1.1", "rounds with floor(x + 0.5)"),
@@ -74,8 +72,7 @@ def student_tree(workdir, wrong):
 def measure(wrong, workdir, timeout=900):
     """Run the student's ``python -m pytest`` on the reference with ``wrong`` in: ``Measured``."""
     tree = student_tree(workdir, wrong)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "GRADER_"))}
-    env["COLUMNS"] = "100"
+    env = one_thread_environment(COLUMNS="100")
     result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider"], cwd=tree, env=env,
                             capture_output=True, text=True, timeout=timeout)
     output = result.stdout + result.stderr
@@ -96,15 +93,12 @@ HEADER = ("| task | mistake | failing tests | lines printed | first failure name
           "|---|---|---|---|---|")
 
 
-def measure_all(mistakes=MISTAKES, workers=2):
-    with tempfile.TemporaryDirectory(prefix="failure-table-") as workdir, ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(lambda w: measure(w, workdir), mistakes))
-
-
 def main(tasks=()):
     chosen = [w for w in MISTAKES if not tasks or w.task in tasks]
+    with tempfile.TemporaryDirectory(prefix="failure-table-") as workdir:
+        measured_all = two_at_a_time(measure, chosen, workdir)
     print(HEADER)
-    for wrong, measured in zip(chosen, measure_all(chosen)):
+    for wrong, measured in measured_all.items():
         print(measured.row(wrong))
         print(f"<!-- first: {measured.first[:150]} -->", file=sys.stderr)
 

@@ -2,7 +2,7 @@
 first, and fails about as many tests, in about as many lines, as the table says.
 
 The check of the table's rows is fast; re-measuring runs the student's whole public suite once per
-mistake (minutes each) and is ``slow``: ``python -m pytest tests/instructor/test_failure_table.py
+mistake (two at a time) and is ``slow``: ``python -m pytest tests/instructor/test_failure_table.py
 --run-slow -k 1.7``.
 """
 import re
@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from failure_table import MISTAKES, measure  # noqa: E402
+from wrong_implementations import selected, two_at_a_time  # noqa: E402
 
 pytestmark = pytest.mark.instructor
 
@@ -38,11 +39,19 @@ def test_the_table_lists_every_measured_mistake_and_each_names_its_task():
     assert len({w.task.split(".")[0] for w in MISTAKES}) == 3 and len(MISTAKES) >= 12
 
 
+@pytest.fixture(scope="module")
+def measured_runs(request, tmp_path_factory):
+    """``measure`` of every mistake this run selected, two at a time."""
+    chosen = selected(request, "test_the_student_sees_what_the_table_says")
+    return two_at_a_time(measure, chosen, tmp_path_factory.mktemp("failure-table"))
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # the first case's set-up runs them all
 @pytest.mark.parametrize("wrong", MISTAKES, ids=lambda w: f"{w.task}-{w.what[:30]}")
-def test_the_student_sees_what_the_table_says(wrong, tmp_path):
+def test_the_student_sees_what_the_table_says(wrong, measured_runs):
     failed, lines, _ = documented()[(wrong.task, wrong.what)]
-    measured = measure(wrong, tmp_path)
+    measured = measured_runs[wrong]
     assert measured.names_task, (
         f"Exercise {wrong.task} written wrong ({wrong.what}): the first failure does not name "
         f"Exercise {wrong.task} first: {measured.first!r}")

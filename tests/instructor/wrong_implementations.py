@@ -253,6 +253,29 @@ def graded_test_files(exercise, root=ROOT):
 FAILED_LINE = re.compile(r"^FAILED (\S+)", re.MULTILINE)
 
 
+def one_thread_environment(**extra):
+    """The environment of a student's run, for a pytest process started by these checks: no
+    pytest or grader settings of the parent's, no CI variables (pytest prints whole diffs where
+    CI or BUILD_NUMBER is set), one torch thread (two such runs go at once: ``two_at_a_time``)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTEST_", "GRADER_")) and k not in ("CI", "BUILD_NUMBER")}
+    return {**env, "OMP_NUM_THREADS": "1", **extra}
+
+
+def two_at_a_time(run, items, workdir):
+    """``{item: run(item, workdir)}``, two runs at once: each is one pytest process on one thread,
+    and CI has two cores."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(items, pool.map(lambda item: run(item, workdir), items)))
+
+
+def selected(request, test_name, parameter="wrong"):
+    """The ``parameter`` values of the cases of ``test_name`` that this pytest run selected
+    (after -k and node ids), so a module fixture can run just those, two at a time."""
+    return [item.callspec.params[parameter] for item in request.session.items
+            if getattr(item, "originalname", None) == test_name]
+
+
 def first_failure(wrong, workdir, seed=None, timeout=900):
     """Run the exercise's public graded tests on ``wrong`` in a copy of the tree under ``workdir``;
     return ``(exit code, first failing test or None, output)``."""
@@ -260,9 +283,7 @@ def first_failure(wrong, workdir, seed=None, timeout=900):
     shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(
         ".git", "__pycache__", ".pytest_cache", ".hypothesis", ".venv", "outputs", "release", "grades", "hidden"))
     (tree / wrong.exercise.deliverable).write_text(apply(wrong))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "GRADER_"))}
-    if seed is not None:
-        env["GRADER_FRESH_SEED"] = str(seed)
+    env = one_thread_environment(**({} if seed is None else {"GRADER_FRESH_SEED": str(seed)}))
     result = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
                              "-m", f"{wrong.exercise.marker} and not worked_example",  # tests with points
                              *graded_test_files(wrong.exercise, tree)],
@@ -274,11 +295,11 @@ def first_failure(wrong, workdir, seed=None, timeout=900):
 def main(tasks=()):
     """Print the table (only the wrong implementations of ``tasks``, e.g. ``1.5 2.3``, if given)."""
     chosen = [w for w in WRONG_IMPLEMENTATIONS if not tasks or w.task in tasks]
-    with tempfile.TemporaryDirectory() as workdir, ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(lambda w: first_failure(w, workdir), chosen))
+    with tempfile.TemporaryDirectory() as workdir:
+        results = two_at_a_time(first_failure, chosen, workdir)
     print("| task | kind | wrong implementation | first graded test that fails |")
     print("|---|---|---|---|")
-    for wrong, (code, failed, _) in zip(chosen, results):
+    for wrong, (code, failed, _) in results.items():
         caught = f"`{failed.split('::', 1)[1]}`" if failed else f"**none** (exit {code})"
         print(f"| {wrong.task} | {wrong.kind} | {wrong.what} | {caught} |")
 
