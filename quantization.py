@@ -86,7 +86,8 @@ def absmax_quantize(v, dim=None):
     # BEGIN SOLUTION Exercise 1.1: absmax int8 quantization (alpha = 127 / max|v|, q = round(v * alpha))
     max_abs = _reduce_abs(v, "max", dim).clamp_min(SMALLEST_RANGE)
     alpha = INT8_MAX / max_abs
-    q = (v * alpha).round_().clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)  # one float temporary, rounded in place
+    # |v * alpha| <= 127 by construction, so rounding is the only step (in place, one temporary).
+    q = (v * alpha).round_().to(torch.int8)
     return q, alpha
     # END SOLUTION
 
@@ -198,7 +199,9 @@ def outlier_columns(x, threshold):
     # BEGIN SOLUTION Exercise 1.6: find the outlier feature columns (any |x| >= threshold)
     if not threshold:
         return torch.zeros(x.shape[1], dtype=torch.bool, device=x.device)
-    return x.abs().amax(dim=0) >= threshold
+    # Some |x| >= t in a column exactly when its largest value is >= t or its smallest <= -t:
+    # two reductions that only read x (x.abs() would first write a copy of all of it).
+    return (x.amax(dim=0) >= threshold) | (x.amin(dim=0) <= -threshold)
     # END SOLUTION
 
 
@@ -258,7 +261,7 @@ def mixed_precision_forward(input, weight, threshold=6.0):
     4. Add the two partial products and restore the leading dimensions.
 
     Why zero columns instead of cutting them out: cutting (``x[:, ~outliers]``) and zeroing
-    (``x.masked_fill(outliers, 0.0)``) both copy the input once, but cutting the matching rows of
+    (``x * ~outliers``: each column times 0 or 1) both copy the input once, but cutting the matching rows of
     the weight (``weight[~outliers]``) copies almost all of it, in x out values, at every call, for
     a handful of outlier rows. With zeroed columns the stored weight is used as it is.
 
@@ -300,13 +303,16 @@ def mixed_precision_forward(input, weight, threshold=6.0):
         return torch.zeros(*leading, out_features, dtype=torch.float32, device=x.device)
 
     is_outlier = outlier_columns(x, threshold)
+    has_outliers = bool(is_outlier.any())
     if is_outlier.all():
         result = torch.zeros(x.shape[0], out_features, dtype=torch.float32, device=x.device)
+    elif not has_outliers:
+        result = int8_vectorwise_matmul(x, w)
     else:  # outlier columns of x (and rows of a float w) set to 0: the whole stored weight, no copy
-        regular_x = x.masked_fill(is_outlier, 0.0)
-        regular_w = w if isinstance(w, QuantizedVector) else w.masked_fill(is_outlier[:, None], 0.0)
-        result = int8_vectorwise_matmul(regular_x, regular_w)
-    if is_outlier.any():
+        keep = ~is_outlier  # (in,) bool; x * keep multiplies column j by 0 or 1 (faster than masked_fill)
+        regular_w = w if isinstance(w, QuantizedVector) else w * keep[:, None]
+        result = int8_vectorwise_matmul(x * keep, regular_w)
+    if has_outliers:
         outlier_rows = w[is_outlier]
         if isinstance(outlier_rows, QuantizedVector):
             outlier_rows = outlier_rows.dequantize()
@@ -440,12 +446,12 @@ def _reduce_abs(v, reduction, dim):
     The result keeps the reduced dimension (size 1), so it broadcasts against ``v``: for a
     (rows, cols) matrix and ``dim=1`` it has shape (rows, 1), one value per row.
     """
+    if reduction == "max":  # max|v| = max(max v, -min v): two reads of v, no |v| copy of it
+        if dim is None:
+            return torch.maximum(v.max(), v.min().neg())
+        return torch.maximum(v.amax(dim=dim, keepdim=True), v.amin(dim=dim, keepdim=True).neg_())
     absolute = v.abs()
-    if dim is None:
-        return absolute.max() if reduction == "max" else absolute.mean()
-    if reduction == "max":
-        return absolute.amax(dim=dim, keepdim=True)
-    return absolute.mean(dim=dim, keepdim=True)
+    return absolute.mean() if dim is None else absolute.mean(dim=dim, keepdim=True)
 
 
 def scaled_dequantize(q, scale):

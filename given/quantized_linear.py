@@ -216,7 +216,8 @@ def llm_int8_steps(x, w_q, threshold=6.0):
     """
     yours = your_code.quantization
     is_outlier = yours.outlier_columns(x, threshold)
-    x_regular = x.masked_fill(is_outlier, 0.0)
+    keep = ~is_outlier
+    x_regular = x * keep
     x_q = yours.QuantizedVector(x_regular, "int8", dim=1)
     accumulated = int8_matmul_int32(x_q.quantized_vector, w_q.quantized_vector)
     outlier_x, outlier_rows = x[:, is_outlier], w_q[is_outlier].dequantize()
@@ -231,7 +232,7 @@ def llm_int8_steps(x, w_q, threshold=6.0):
     sink = result.clone()  # step 6 alone adds to it, as it adds to the result in the whole call
     steps = {
         "1. find the outlier columns (your 1.6)": lambda: yours.outlier_columns(x, threshold),
-        "2. zero them in x (W whole, no copy)": lambda: x.masked_fill(is_outlier, 0.0),
+        "2. zero them in x (W whole, no copy)": lambda: x * keep,
         "3. quantize x per row (your 1.1)": lambda: yours.QuantizedVector(x_regular, "int8", dim=1),
         GEMM_STEP: lambda: int8_matmul_int32(x_q.quantized_vector, w_q.quantized_vector),
         "5. dequantize in place: to float32, / row, / column scales": lambda: dequantize(scratch),
