@@ -100,22 +100,31 @@ INT_MM_FAST_ENOUGH = 2.0
 float32: a VNNI or AMX kernel measures 3-10x; the plain loop of an AVX2-only CPU ~0.02x on a quiet
 machine, but up to ~0.9x while other processes hold the cores (float32's threads wait too)."""
 
+SPEED_CHECK_SHAPE = (256, 768, 768)
+"""(m, k, n) of the product ``int_mm_speed_vs_float32`` times: (tokens, 768) @ (768, 768), a
+BERT-base attention projection. Smaller products measure the per-call costs more than the kernel:
+at 128x512 @ 512x256 an AMX Xeon measured 1.9x-4.2x from run to run on two threads, once below
+``INT_MM_FAST_ENOUGH`` (every int8 product then went through float32, 5x slower than its kernel);
+at this shape the same CPU measured 5.6x-7.3x. An AVX2-only CPU's plain loop takes ~0.1 s here."""
+
 
 def int_mm_is_fast_on_cpu():
     """Whether ``torch._int_mm`` is clearly faster than a float32 GEMM of the same size on this CPU
     (measured once, ``INT_MM_FAST_ENOUGH``): a wrong "yes" would run every int8 product in a plain
-    loop, tens of times slower than float32."""
+    loop, tens of times slower than float32; a wrong "no" would multiply in float32 where an int8
+    kernel is several times faster."""
     return int_mm_speed_vs_float32() > INT_MM_FAST_ENOUGH
 
 
 @functools.lru_cache(maxsize=None)
 def int_mm_speed_vs_float32():
-    """float32 GEMM time / ``torch._int_mm`` time at 128x512 @ 512x256, each its fastest of three
-    interleaved rounds (``given.timing``); 0 without ``torch._int_mm``."""
+    """float32 GEMM time / ``torch._int_mm`` time at ``SPEED_CHECK_SHAPE``, each its fastest of
+    three interleaved rounds (``given.timing``); 0 without ``torch._int_mm``."""
     if not hasattr(torch, "_int_mm"):
         return 0.0
-    a = torch.randint(-127, 128, (128, 512), dtype=torch.int8)
-    b = torch.randint(-127, 128, (256, 512), dtype=torch.int8).T
+    m, k, n = SPEED_CHECK_SHAPE
+    a = torch.randint(-127, 128, (m, k), dtype=torch.int8)
+    b = torch.randint(-127, 128, (n, k), dtype=torch.int8).T  # column-major, as int8_matmul_int32 passes it
     af, bf = a.to(torch.float32), b.to(torch.float32)
 
     stats = time_interleaved({"float32": lambda: af @ bf, "int8": lambda: torch._int_mm(a, b)}, warmup=1, repeats=3)

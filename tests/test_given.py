@@ -87,6 +87,27 @@ def test_int8_matmul_fallback_is_exact(monkeypatch):
     assert result.dtype == torch.int32 and torch.equal(result.to(torch.int64), expected)
 
 
+def test_the_int8_speed_check_times_a_product_large_enough_to_show_the_kernel(monkeypatch):
+    """Given helper: whether int8 products use ``torch._int_mm`` on a CPU is decided by timing it once
+    against float32. At a small shape the per-call costs decide instead of the kernel (an AMX Xeon
+    measured under the 2x bar at 128x512 @ 512x256, and then multiplied in float32, 5x slower)."""
+    import given.matmul
+    products = []
+    real_int_mm = torch._int_mm
+
+    def spy(a, b):
+        products.append((tuple(a.shape), tuple(b.shape), b.stride(0) == 1))
+        return real_int_mm(a, b)
+
+    monkeypatch.setattr(torch, "_int_mm", spy)
+    ratio = given.matmul.int_mm_speed_vs_float32.__wrapped__()  # measured afresh, not the cached one
+    assert ratio > 0 and products, "the check times torch._int_mm"
+    (m, k), (k_b, n), column_major = products[0]
+    assert k == k_b and column_major, "the layout int8_matmul_int32 hands to torch._int_mm"
+    assert m >= 256 and k >= 768 and n >= 768, f"a {m}x{k} @ {k}x{n} product measures the call, not the kernel"
+    assert all(product == products[0] for product in products)
+
+
 def test_int32_to_float32_in_place_gives_the_values_of_to_float32_in_the_same_memory():
     """Given helper: the values of ``.to(torch.float32)``, extremes and values above 2^24 included,
     written over the int32 buffer; a non-contiguous view or another dtype is converted into a new
