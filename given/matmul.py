@@ -101,11 +101,14 @@ float32: a VNNI or AMX kernel measures 3-10x; the plain loop of an AVX2-only CPU
 machine, but up to ~0.9x while other processes hold the cores (float32's threads wait too)."""
 
 SPEED_CHECK_SHAPE = (256, 768, 768)
-"""(m, k, n) of the product ``int_mm_speed_vs_float32`` times: (tokens, 768) @ (768, 768), a
+"""(m, k, n) of the product ``int_mm_speed_vs_float32`` decides on: (tokens, 768) @ (768, 768), a
 BERT-base attention projection. Smaller products measure the per-call costs more than the kernel:
 at 128x512 @ 512x256 an AMX Xeon measured 1.9x-4.2x from run to run on two threads, once below
 ``INT_MM_FAST_ENOUGH`` (every int8 product then went through float32, 5x slower than its kernel);
-at this shape the same CPU measured 5.6x-7.3x. An AVX2-only CPU's plain loop takes ~0.1 s here."""
+at this shape the same CPU measured 5.6x-7.3x."""
+QUICK_CHECK_SHAPE = (128, 512, 256)
+"""A product 9x smaller, timed first: a plain loop (AVX2 only, ~0.02x float32) shows there already,
+and is not run on the larger product (an estimated second of plain loop)."""
 
 
 def int_mm_is_fast_on_cpu():
@@ -118,11 +121,17 @@ def int_mm_is_fast_on_cpu():
 
 @functools.lru_cache(maxsize=None)
 def int_mm_speed_vs_float32():
-    """float32 GEMM time / ``torch._int_mm`` time at ``SPEED_CHECK_SHAPE``, each its fastest of
-    three interleaved rounds (``given.timing``); 0 without ``torch._int_mm``."""
+    """float32 GEMM time / ``torch._int_mm`` time at ``SPEED_CHECK_SHAPE`` (or at
+    ``QUICK_CHECK_SHAPE`` where ``torch._int_mm`` is already slower than float32 there), each its
+    fastest of three interleaved rounds (``given.timing``); 0 without ``torch._int_mm``."""
     if not hasattr(torch, "_int_mm"):
         return 0.0
-    m, k, n = SPEED_CHECK_SHAPE
+    quick = _int_mm_speed_at(*QUICK_CHECK_SHAPE)
+    return quick if quick < 1.0 else _int_mm_speed_at(*SPEED_CHECK_SHAPE)
+
+
+def _int_mm_speed_at(m, k, n):
+    """float32 time / ``torch._int_mm`` time for one (m, k) @ (k, n) product, as in the docstring above."""
     a = torch.randint(-127, 128, (m, k), dtype=torch.int8)
     b = torch.randint(-127, 128, (n, k), dtype=torch.int8).T  # column-major, as int8_matmul_int32 passes it
     af, bf = a.to(torch.float32), b.to(torch.float32)
