@@ -452,11 +452,16 @@ def main():
 
     wall = int_mm_speed_vs_float32()
     m, k, n = SPEED_CHECK_SHAPE
+    if int_mm_is_fast_on_cpu():
+        verdict = f"a fast int8 kernel (above {INT_MM_FAST_ENOUGH}x): the lab multiplies with it"
+    else:
+        verdict = (f"NO fast int8 kernel (below {INT_MM_FAST_ENOUGH}x); the lab multiplies the int8 values exactly "
+                   "in float32 instead (given/matmul.py), so no int8 method that relies on torch._int_mm can beat "
+                   "float32 here (torch.ao and bitsandbytes bring their own kernels)")
     print(f"CPU: {cpu_description()}")
     print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
           f"{all_threads} threads available; torch._int_mm at {m}x{k} @ {k}x{n} runs {wall:.2f}x "
-          f"float32's speed on this CPU: "
-          f"{f'a fast int8 kernel (above {INT_MM_FAST_ENOUGH}x): the lab multiplies with it' if int_mm_is_fast_on_cpu() else f'NO fast int8 kernel (below {INT_MM_FAST_ENOUGH}x); the lab multiplies the int8 values exactly in float32 instead (given/matmul.py), so no int8 method that relies on torch._int_mm can beat float32 here (torch.ao and bitsandbytes bring their own kernels)'}")
+          f"float32's speed on this CPU: {verdict}")
     print("PyTorch's CPU tensors: " + ("2 MiB pages (--huge-pages, THP_MEM_ALLOC_ENABLE=1)" if HUGE_PAGES else
           "4 KiB pages (the default; --huge-pages for fewer page faults and steadier times)"))
     if why := torchao_available():

@@ -121,9 +121,8 @@ def int_mm_is_fast_on_cpu():
 
 @functools.lru_cache(maxsize=None)
 def int_mm_speed_vs_float32():
-    """float32 GEMM time / ``torch._int_mm`` time at ``SPEED_CHECK_SHAPE`` (or at
-    ``QUICK_CHECK_SHAPE`` where ``torch._int_mm`` is already slower than float32 there), each its
-    fastest of three interleaved rounds (``given.timing``); 0 without ``torch._int_mm``."""
+    """``_int_mm_speed_at(SPEED_CHECK_SHAPE)``, or ``_int_mm_speed_at(QUICK_CHECK_SHAPE)`` where
+    ``torch._int_mm`` is already slower than float32 on that one; 0 without ``torch._int_mm``."""
     if not hasattr(torch, "_int_mm"):
         return 0.0
     quick = _int_mm_speed_at(*QUICK_CHECK_SHAPE)
@@ -131,7 +130,8 @@ def int_mm_speed_vs_float32():
 
 
 def _int_mm_speed_at(m, k, n):
-    """float32 time / ``torch._int_mm`` time for one (m, k) @ (k, n) product, as in the docstring above."""
+    """float32 GEMM time / ``torch._int_mm`` time for random int8 (m, k) @ (k, n) operands, each its
+    fastest of three interleaved rounds (``given.timing``)."""
     a = torch.randint(-127, 128, (m, k), dtype=torch.int8)
     b = torch.randint(-127, 128, (n, k), dtype=torch.int8).T  # column-major, as int8_matmul_int32 passes it
     af, bf = a.to(torch.float32), b.to(torch.float32)
