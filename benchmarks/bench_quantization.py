@@ -85,9 +85,9 @@ OURS_BERT = "quantize_model int8 (decoder float)"
 OURS_BERT_TIED = "quantize_model int8, quantize_tied=True"
 BNB_BERT = "bitsandbytes int8, eval mode (decoder float)"
 BNB_BERT_TIED = "bitsandbytes int8, eval mode, decoder int8 too"
-"""Error only, not timed (its time is no goal's, and every timed row lengthens each round): the like-for-like
-reference for ``OURS_BERT_TIED``, whose decoder is int8 too. Held to the decoder-float row, it read "WORSE"
-for quantizing one more layer, not for a worse method."""
+"""Error only, not timed (its time is no goal's, and every timed row lengthens each round): the
+like-for-like reference for ``OURS_BERT_TIED``, whose decoder is int8 too. Held to the decoder-float
+row, ``OURS_BERT_TIED`` read "WORSE" for quantizing one more layer, not for a worse method."""
 ERROR_REFERENCE = {OURS_LAYER: BNB_LAYER, OURS_BERT: BNB_BERT, OURS_BERT_TIED: BNB_BERT_TIED}
 """Whose error each of ours is held to: bitsandbytes with the same layers in int8."""
 
