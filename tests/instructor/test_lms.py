@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 import feedback  # noqa: E402
 import gradescope  # noqa: E402
 import lms_exports  # noqa: E402
-from given.manifest import DELIVERABLES, EXERCISES, INSTRUCTOR_ONLY  # noqa: E402
+from given.manifest import DELIVERABLES, EXERCISES, INSTRUCTOR_ONLY, is_build_output  # noqa: E402
 from solution_markers import strip_python_solutions  # noqa: E402
 
 pytestmark = pytest.mark.instructor
@@ -365,10 +365,16 @@ def test_results_file_replaces_a_planted_link_without_following_it(tmp_path):
     assert not (tmp_path / "results" / "results.json").is_symlink()
 
 
+def git_and_build_outputs(folder, names):
+    """``shutil.copytree``'s ``ignore``: ``.git`` and what running things made, such as the
+    virtual environment inside a clone (a gigabyte of torch), whatever its name."""
+    return [name for name in names if name == ".git" or is_build_output(Path(folder) / name)]
+
+
 def test_autograder_zip_holds_the_scripts_and_the_instructor_tree(tmp_path):
     zip_path = tmp_path / "autograder.zip"
     tree = tmp_path / "tree"
-    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(".git", "__pycache__", ".hypothesis"))
+    shutil.copytree(ROOT, tree, ignore=git_and_build_outputs)
     (tree / "tests" / "lms-test-env").mkdir()  # a virtual environment of any name stays out
     (tree / "tests" / "lms-test-env" / "pyvenv.cfg").write_text("home = /usr/bin\n")
     (tree / "grades").mkdir(exist_ok=True)
